@@ -1,0 +1,45 @@
+"""The errors musicgen raises for a user's mistake or a bad input.
+
+The CLI turns any MusicgenError into one line on stderr and a non-zero exit; anything else is a bug
+and keeps its traceback.
+"""
+
+
+class MusicgenError(Exception):
+    """Base class: a problem the user can fix, described in one line."""
+
+
+class CorpusError(MusicgenError):
+    """A corpus path is missing, unreadable or holds no usable tune."""
+
+
+class ParseError(MusicgenError):
+    """One tune cannot be used; `reason` is a short stable key for counting (e.g. "no-key")."""
+
+    def __init__(self, message: str, reason: str = "invalid"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class VocabularyError(MusicgenError):
+    """Text holds characters the vocabulary does not know, or a vocabulary file is bad."""
+
+
+class CheckpointError(MusicgenError):
+    """A run directory is missing files, or its files do not belong together."""
+
+
+class GenerationError(MusicgenError):
+    """Generation options or the seed are unusable."""
+
+
+class RenderError(MusicgenError):
+    """An ABC tune cannot be turned into MIDI; `reason` is a short stable key."""
+
+    def __init__(self, message: str, reason: str = "invalid"):
+        super().__init__(message)
+        self.reason = reason
+
+
+class AudioError(MusicgenError):
+    """A MIDI file cannot be turned into audio or played."""

@@ -1,0 +1,56 @@
+"""Small file-system helpers: atomic writes and safe file names taken from tune titles."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+
+MAX_STEM_LENGTH = 60
+# Names Windows reserves for devices, whatever the extension.
+_RESERVED = {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)}
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Writes `data` to `path` so a reader sees the old file or the whole new one, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def safe_stem(title: str, fallback: str = "tune") -> str:
+    """Turns a tune title into a file-name stem that cannot leave its folder.
+
+    Keeps ASCII letters, digits, '-' and '_' (accents are folded, everything else becomes '_'), caps the
+    length, and avoids empty, dot-only and device names.
+    """
+    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", folded).strip("_-")[:MAX_STEM_LENGTH].rstrip("_-")
+    if not stem:
+        stem = fallback
+    if stem.lower() in _RESERVED:
+        stem = f"{stem}_"
+    return stem
+
+
+def unused_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
+    """Returns `stem`, or `stem-2`, `stem-3`... so that no `stem+suffix` already exists in `folder`."""
+    candidate, n = stem, 1
+    while any((folder / f"{candidate}{suffix}").exists() for suffix in suffixes):
+        n += 1
+        candidate = f"{stem}-{n}"
+    return candidate
