@@ -1,7 +1,7 @@
 """Plain frozen dataclasses for every setting, saved as JSON beside the weights.
 
-`generate` rebuilds a model from the run directory's `config.json` alone, so nothing here may depend on
-the corpus or on the training code's defaults at load time.
+`generate` rebuilds a model from the run directory's `config.json` alone, so nothing here may
+depend on the corpus or on the training code's defaults at load time.
 """
 
 from __future__ import annotations
@@ -81,11 +81,13 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str, source: str = "config.json") -> RunConfig:
-        """Parses `config.json` text; unknown or missing keys are a CheckpointError naming `source`."""
+        """Parses `config.json` text; unknown keys are a CheckpointError naming `source`."""
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+            raise CheckpointError(
+                f"{source}: not valid JSON ({exc.msg}, line {exc.lineno})"
+            ) from None
         if not isinstance(raw, dict):
             raise CheckpointError(f"{source}: expected a JSON object")
         version = raw.get("version")

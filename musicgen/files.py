@@ -35,8 +35,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def safe_stem(title: str, fallback: str = "tune") -> str:
     """Turns a tune title into a file-name stem that cannot leave its folder.
 
-    Keeps ASCII letters, digits, '-' and '_' (accents are folded, everything else becomes '_'), caps the
-    length, and avoids empty, dot-only and device names.
+    Keeps ASCII letters, digits, '-' and '_' (accents are folded, everything else becomes '_'),
+    caps the length, and avoids empty, dot-only and device names.
     """
     folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", folded).strip("_-")[:MAX_STEM_LENGTH].rstrip("_-")
@@ -48,7 +48,7 @@ def safe_stem(title: str, fallback: str = "tune") -> str:
 
 
 def unused_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
-    """Returns `stem`, or `stem-2`, `stem-3`... so that no `stem+suffix` already exists in `folder`."""
+    """Returns `stem`, or `stem-2`, `stem-3`... so no `stem+suffix` already exists in `folder`."""
     candidate, n = stem, 1
     while any((folder / f"{candidate}{suffix}").exists() for suffix in suffixes):
         n += 1

@@ -43,7 +43,7 @@ class Vocabulary:
         return character in self._ids
 
     def unknown_characters(self, text: str) -> list[str]:
-        """The distinct characters of `text` outside the vocabulary, in order of first appearance."""
+        """The distinct characters of `text` outside the vocabulary, in order of appearance."""
         return list(dict.fromkeys(c for c in text if c not in self._ids))
 
     def encode(self, text: str, *, strict: bool = True) -> list[int]:
@@ -73,15 +73,18 @@ class Vocabulary:
         return "".join(out)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "version": VOCAB_VERSION,
-                "special_tokens": list(SPECIAL_TOKENS),
-                "characters": list(self.characters),
-            },
-            indent=1,
-            ensure_ascii=True,
-        ) + "\n"
+        return (
+            json.dumps(
+                {
+                    "version": VOCAB_VERSION,
+                    "special_tokens": list(SPECIAL_TOKENS),
+                    "characters": list(self.characters),
+                },
+                indent=1,
+                ensure_ascii=True,
+            )
+            + "\n"
+        )
 
     @classmethod
     def from_json(cls, text: str, source: str = "vocab.json") -> Vocabulary:

@@ -1,0 +1,369 @@
+"""The `musicgen` command line: each command parses options, builds configs, makes one library call.
+
+TensorFlow is imported inside the commands that need it, so `musicgen --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from musicgen import __version__
+from musicgen.config import DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig
+from musicgen.errors import MusicgenError
+
+DEFAULT_CHECKPOINTS = Path("checkpoints")
+DEFAULT_OUT = Path("out")
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"musicgen: error: {message}", err=True)
+    sys.exit(code)
+
+
+def user_errors(command):
+    """Turns a MusicgenError or a file-system error into one line on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except MusicgenError as exc:
+            _fail(str(exc))
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}{exc.strerror or exc}; check the path and its permissions")
+        except KeyboardInterrupt:
+            _fail("interrupted", code=130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="musicgen")
+def main():
+    """Learn folk music from ABC notation and write new tunes you can play."""
+
+
+def _latest_run(root: Path) -> Path:
+    runs = sorted((p.parent for p in root.glob("*/config.json")), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise MusicgenError(
+            f"no trained run under {root}/; run `musicgen train` first or pass --run-dir"
+        )
+    return runs[-1]
+
+
+def _pick(value, default):
+    return default if value is None else value
+
+
+@main.command()
+@click.option(
+    "--data",
+    "data_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="An .abc file or a folder of them (repeatable). Default: the bundled corpus.",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where checkpoints, config and logs go. Default: checkpoints/run-DATE-TIME.",
+)
+@click.option(
+    "--model",
+    "kind",
+    type=click.Choice(["lstm"]),
+    default=None,
+    help="Model family.  [default: lstm]",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Total training steps.  [default: {TrainConfig.steps}]",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Windows per step.  [default: {TrainConfig.batch_size}]",
+)
+@click.option(
+    "--seq-length",
+    type=click.IntRange(min=2),
+    default=None,
+    help=f"Characters per window.  [default: {DataConfig.seq_length}]",
+)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help=f"Peak learning rate.  [default: {TrainConfig.learning_rate}]",
+)
+@click.option(
+    "--embedding-dim",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Character embedding size.  [default: {ModelConfig.embedding_dim}]",
+)
+@click.option(
+    "--units",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"LSTM units per layer.  [default: {ModelConfig.units}]",
+)
+@click.option(
+    "--layers",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"LSTM layers.  [default: {ModelConfig.layers}]",
+)
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help=f"Dropout between layers.  [default: {ModelConfig.dropout}]",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Steps between validation runs.  [default: {TrainConfig.eval_every}]",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Steps between checkpoints.  [default: {TrainConfig.checkpoint_every}]",
+)
+@click.option(
+    "--random-seed",
+    type=int,
+    default=None,
+    help=f"Seed for weights, batches and dropout.  [default: {TrainConfig.random_seed}]",
+)
+@click.option(
+    "--mixed-precision",
+    is_flag=True,
+    default=None,
+    help="float16 on GPU (with loss scaling), bfloat16 on CPU.",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint."
+)
+@user_errors
+def train(data_paths, run_dir, resume, **options):
+    """Train a model on ABC tunes (the bundled corpus unless --data is given)."""
+    from musicgen.corpus import load_corpus
+
+    if resume and run_dir is None:
+        raise MusicgenError("--resume needs --run-dir: the run to continue")
+    if run_dir is None:
+        run_dir = DEFAULT_CHECKPOINTS / time.strftime("run-%Y%m%d-%H%M%S")
+    config = _train_config(run_dir, resume, data_paths, options)
+    tunes, report = load_corpus(list(config.data.paths) or None)
+    click.echo(report.summary(), err=True)
+
+    from musicgen.train import train as run_training
+
+    result = run_training(config, tunes, run_dir, resume=resume, corpus_summary=report.summary())
+    click.echo(f"run directory: {run_dir}", err=True)
+    click.echo(f"next: musicgen generate --run-dir {run_dir} --num 4 --out {DEFAULT_OUT}", err=True)
+    return result
+
+
+def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> RunConfig:
+    """Builds the run's config from the options; on --resume, from the saved config.json."""
+    if resume:
+        base = RunConfig.load(Path(run_dir) / "config.json")
+    else:
+        base = RunConfig()
+    data = base.data
+    if data_paths:
+        data = dataclasses.replace(data, paths=tuple(str(p) for p in data_paths))
+    data = dataclasses.replace(data, seq_length=_pick(options["seq_length"], data.seq_length))
+    model = base.model
+    train_cfg = base.train
+    if not resume:
+        model = dataclasses.replace(
+            model,
+            kind=_pick(options["kind"], model.kind),
+            embedding_dim=_pick(options["embedding_dim"], model.embedding_dim),
+            units=_pick(options["units"], model.units),
+            layers=_pick(options["layers"], model.layers),
+            dropout=_pick(options["dropout"], model.dropout),
+        )
+    train_fields = {
+        "steps": "steps",
+        "batch_size": "batch_size",
+        "learning_rate": "learning_rate",
+        "eval_every": "eval_every",
+        "checkpoint_every": "checkpoint_every",
+        "random_seed": "random_seed",
+        "mixed_precision": "mixed_precision",
+    }
+    updates = {f: options[o] for o, f in train_fields.items() if options[o] is not None}
+    train_cfg = dataclasses.replace(train_cfg, **updates)
+    return RunConfig(data=data, model=model, train=train_cfg)
+
+
+@main.command()
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A trained run. Default: the newest run under checkpoints/.",
+)
+@click.option(
+    "--seed",
+    default=None,
+    help=r"Priming ABC, e.g. 'X:1\nM:6/8\nK:D\n' (\n means newline), or an .abc file.",
+)
+@click.option(
+    "--num",
+    type=int,
+    default=SampleConfig.num,
+    show_default=True,
+    help="How many tunes, sampled as one batch.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Folder for the .abc, .mid and .wav files.",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=SampleConfig.temperature,
+    show_default=True,
+    help="Below 1: safer tunes; above 1: wilder ones.",
+)
+@click.option(
+    "--top-k",
+    type=int,
+    default=SampleConfig.top_k,
+    show_default=True,
+    help="Sample from the k likeliest characters only (0: off).",
+)
+@click.option(
+    "--top-p",
+    type=float,
+    default=SampleConfig.top_p,
+    show_default=True,
+    help="Sample from the smallest set of characters whose probability reaches p (1: off).",
+)
+@click.option(
+    "--max-length",
+    type=int,
+    default=SampleConfig.max_length,
+    show_default=True,
+    help="Longest tune in characters, seed included.",
+)
+@click.option(
+    "--random-seed",
+    type=int,
+    default=SampleConfig.random_seed,
+    show_default=True,
+    help="Same seed, same tunes (on CPU).",
+)
+@click.option(
+    "--soundfont",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A General MIDI .sf2 for the WAV files. Default: the one pretty_midi ships.",
+)
+@click.option("--no-audio", is_flag=True, help="Write .abc and .mid only.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON record per tune.")
+@user_errors
+def generate(run_dir, seed, out, soundfont, no_audio, as_json, **options):
+    """Write new tunes with a trained model, as ABC, MIDI and WAV."""
+    from musicgen.generate import parse_seed
+
+    sample = SampleConfig(**options)
+    if sample.num < 1:
+        raise MusicgenError("--num must be at least 1")
+    _check_soundfont(soundfont)
+    seed_text = parse_seed(seed)
+    run_dir = run_dir or _latest_run(DEFAULT_CHECKPOINTS)
+
+    from musicgen.checkpoint import load_for_inference
+    from musicgen.generate import Generator
+
+    model, vocab, _ = load_for_inference(run_dir)
+    started = time.perf_counter()
+    texts = Generator(model, vocab).generate(seed_text, sample)
+    elapsed = time.perf_counter() - started
+    _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed)
+
+
+def _check_soundfont(soundfont: Path | None) -> None:
+    if soundfont is not None and not soundfont.is_file():
+        raise MusicgenError(f"{soundfont}: no such SoundFont file; pass an existing .sf2")
+
+
+def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed):
+    from musicgen.output import format_table, records_json, write_tunes
+
+    records, notices = write_tunes(texts, out, soundfont=soundfont, audio=not no_audio)
+    for notice in notices:
+        click.echo(f"musicgen: {notice}", err=True)
+    if as_json:
+        click.echo(records_json(records))
+        return
+    chars = sum(r.characters for r in records)
+    click.echo(format_table(records))
+    click.echo(f"sampled {chars} characters in {elapsed:.1f} s; files in {out}/")
+
+
+@main.command()
+@click.argument("abc_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the .mid and .wav files. Default: beside the ABC file.",
+)
+@click.option(
+    "--soundfont",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A General MIDI .sf2 for the WAV file.",
+)
+@click.option("--no-audio", is_flag=True, help="Write .mid only.")
+@user_errors
+def render(abc_file, out, soundfont, no_audio):
+    """Turn the tunes of an ABC file into MIDI and WAV files beside it."""
+    from musicgen.output import render_abc_file
+
+    _check_soundfont(soundfont)
+    records, notices = render_abc_file(abc_file, out, soundfont=soundfont, audio=not no_audio)
+    for notice in notices:
+        click.echo(f"musicgen: {notice}", err=True)
+    for record in records:
+        written = ", ".join(p for p in (record.midi, record.wav) if p)
+        status = written if record.valid else f"not rendered: {record.reason}"
+        click.echo(f"{record.title or '(untitled)'}: {status}")
+    if not any(r.valid for r in records):
+        raise MusicgenError(f"{abc_file}: no tune could be rendered")
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@user_errors
+def play(path):
+    """Play a WAV or MIDI file through a player found on this machine."""
+    from musicgen.audio import play as play_file
+
+    message = play_file(path)
+    if message:
+        click.echo(message)
