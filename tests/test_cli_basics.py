@@ -1,0 +1,56 @@
+"""CLI behaviour that needs no trained model: start-up cost, help, and clear errors."""
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from musicgen.cli import main
+
+
+def test_import_and_help_do_not_load_tensorflow():
+    code = (
+        "import sys; from click.testing import CliRunner; from musicgen.cli import main; "
+        "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
+        "assert 'tensorflow' not in sys.modules and 'music21' not in sys.modules; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    for command in ("train", "generate", "render", "play"):
+        result = runner.invoke(main, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Usage: main " in result.output or "Usage: musicgen " in result.output
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("musicgen: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_missing_run_dir_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["generate", "--run-dir", str(tmp_path / "nope")])
+    _one_line_error(result, "nope")
+
+
+def test_resume_without_run_dir(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--resume"])
+    _one_line_error(result, "--run-dir")
+
+
+def test_missing_soundfont(tmp_path):
+    result = CliRunner().invoke(main, ["render", str(tmp_path / "x.abc"), "--soundfont", "no.sf2"])
+    _one_line_error(result, "no.sf2")
+
+
+def test_render_missing_file(tmp_path):
+    result = CliRunner().invoke(main, ["render", str(tmp_path / "x.abc")])
+    _one_line_error(result, "x.abc")
