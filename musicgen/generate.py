@@ -22,7 +22,8 @@ def parse_seed(seed: str | None) -> str:
     """Turns the user's `--seed` into seed text.
 
     Args:
-        seed: None or "" for no seed; a path to an existing `.abc` file for the first tune in it;
+        seed: None or "" for no seed; a path to an existing `.abc` file for the header and
+            first line of music of its first tune;
             otherwise ABC text in which the two characters backslash and n stand for a newline.
 
     Returns:
@@ -47,7 +48,17 @@ def _first_tune(path: Path) -> str:
     if not tunes:
         reason = f": {errors[0]}" if errors else ""
         raise GenerationError(f"seed file {path} holds no usable tune{reason}")
-    return tunes[0].text
+    return _header_and_first_line(tunes[0].text)
+
+
+def _header_and_first_line(text: str) -> str:
+    """The header up to K: and the first line of music: enough to set key, meter and opening
+    phrase, while leaving the model the rest of the tune to write."""
+    lines = text.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line.startswith("K:"):
+            return "".join(lines[: index + 2])
+    return text
 
 
 class Generator:
