@@ -1,0 +1,106 @@
+"""The speed benchmark runs end to end and reports every figure; the reference is as described.
+
+No timing thresholds here: how fast is a question for `bench/speed.py`, not for unit tests.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import reference  # noqa: E402  (bench/ is scripts, not a package)
+import speed  # noqa: E402
+
+
+def test_reference_model_has_the_labs_size():
+    model = reference.build_reference_model(83, 8)
+    assert model.count_params() == 5_353_299  # "5.35M parameters for 83 characters"
+    lstm = next(layer for layer in model.layers if layer.name.startswith("lstm"))
+    assert lstm.stateful
+
+
+def test_reference_batches_are_inputs_shifted_by_one():
+    vocab, ids = reference.vectorize("X:1\nabcdefg\n")
+    assert vocab == sorted(set("X:1\nabcdefg\n"))
+    inputs, targets = reference.get_batch(ids, 5, 3, np.random.default_rng(0))
+    assert inputs.shape == targets.shape == (3, 5)
+    for row_in, row_out in zip(inputs, targets):
+        start = int(np.flatnonzero(ids == row_in[0])[0])
+        assert list(row_out) == list(ids[start + 1 : start + 6])
+
+
+def test_compared_parts_run_a_b_b_a():
+    order = speed.schedule(2)
+    compared = order[: 2 * len(speed.COMPARED)]
+    assert compared == [*speed.COMPARED, *reversed(speed.COMPARED)]
+    assert order[len(compared) :] == list(speed.INFORMATION)
+
+
+def test_rounds_combine_as_total_characters_over_total_seconds():
+    runs = [
+        {"chars": 100, "seconds": 1.0, "chars_per_sec": 100.0},
+        {"chars": 100, "seconds": 3.0, "chars_per_sec": 100 / 3},
+    ]
+    combined = speed.combine_rates(runs)
+    assert combined["chars_per_sec"] == pytest.approx(50.0)
+    assert combined["runs_chars_per_sec"] == [100.0, 33.3]
+
+
+# Figures that may rightly be zero: a config value, and a compile time that can vanish in noise.
+MAY_BE_ZERO = ("dropout", "compile_seconds")
+
+
+def numbers(tree, where=""):
+    """(path, value) for every number in a JSON tree."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from numbers(value, f"{where}.{key}")
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from numbers(value, f"{where}[{i}]")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield where, tree
+
+
+@pytest.mark.slow
+def test_quick_benchmark_reports_every_figure():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "speed.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+
+    assert set(report["ratios"]) == {"train_same_size", "generate_1", "generate_32"}
+    assert len(report["ratios_per_round"]) == report["settings"]["rounds"]
+    assert {"cores", "tensorflow", "device"} <= set(report["machine"])
+    assert "irish.abc" in report["corpus"]["substitution"]
+    for side in ("reference", "ours_same_size", "ours_default"):
+        assert report["train"][side]["chars_per_sec"] > 0
+        assert report["generate"][side]["memory"]["peak_rss_mb"] > 0
+    for side in ("ours_same_size", "ours_default"):
+        generated = report["generate"][side]
+        for batch in ("batch_1", "batch_n"):
+            assert generated[batch]["chars_per_sec"] > 0
+            # EOS is masked for the benchmark, so every tune runs to full length.
+            assert generated[batch]["shortest_tune_chars"] == report["settings"]["gen_chars"]
+    assert report["generate"]["reference"]["chars"] == report["settings"]["gen_chars"]
+    assert len(report["peak_rss_mb"]) == 6
+
+    for section in ("ratios", "ratios_per_round", "train", "generate", "peak_rss_mb"):
+        for where, number in numbers(report[section], section):
+            if where.endswith(MAY_BE_ZERO):
+                assert number >= 0, where
+            else:
+                assert number > 0, where
