@@ -1,0 +1,325 @@
+"""The run directory: everything needed to resume training or to generate, and nothing executable.
+
+    run_dir/
+      config.json     RunConfig (model shape, data and training settings)
+      vocab.json      Vocabulary
+      ckpt/           TensorFlow checkpoints: model weights, optimizer state, step
+      corpus.json     which tunes trained and validated the model, and the ingestion summary
+      metrics.jsonl   one JSON object per logged step
+      tensorboard/    event files
+      loss.png        bits per character against step
+
+A model is rebuilt from config.json alone and its weights restored from the checkpoint: no pickles,
+no code from the directory is ever run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from musicgen.config import RunConfig
+from musicgen.errors import CheckpointError, VocabularyError
+from musicgen.files import atomic_write_text
+from musicgen.tfsetup import import_tensorflow
+from musicgen.vocab import Vocabulary
+
+tf = import_tensorflow()
+
+WEIGHTS_KEY = "model_weights"  # top-level name of the weights in the checkpoint's object graph
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """The files of one run directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def vocab(self) -> Path:
+        return self.root / "vocab.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "ckpt"
+
+    @property
+    def corpus(self) -> Path:
+        return self.root / "corpus.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "loss.png"
+
+
+def latest_checkpoint(run_dir: Path) -> str | None:
+    """The prefix of the newest complete checkpoint in `run_dir` (".../ckpt/ckpt-200"), or None.
+
+    TensorFlow names a checkpoint in its `ckpt/checkpoint` index file only after the checkpoint's
+    data and index files are written, so the prefix returned here is never half-written.
+    """
+    return tf.train.latest_checkpoint(str(RunPaths(Path(run_dir)).checkpoints))
+
+
+def prepare_run_dir(run_dir: Path, config: RunConfig, vocab: Vocabulary, *, resume: bool) -> None:
+    """Creates or checks a run directory and writes `config.json` and `vocab.json` into it.
+
+    Args:
+        run_dir: the directory; created if missing.
+        config: the run's settings, `config.model.vocab_size` already set to `len(vocab)`.
+        vocab: the run's vocabulary.
+        resume: continue the run already in `run_dir` (its model settings and vocabulary must equal
+            `config.model` and `vocab`; other settings, e.g. the number of steps, may change).
+
+    Raises:
+        CheckpointError: a new run into a directory that holds a checkpoint, or a resume whose files
+            are missing or do not match.
+    """
+    paths = RunPaths(Path(run_dir))
+    if config.model.vocab_size != len(vocab):
+        raise ValueError("config.model.vocab_size must equal len(vocab)")
+    if paths.root.exists() and not paths.root.is_dir():
+        raise CheckpointError(f"{paths.root}: not a directory; choose another --run-dir")
+    if resume:
+        saved_config, saved_vocab = load_run(paths.root)
+        if saved_vocab.characters != vocab.characters:
+            raise CheckpointError(
+                f"{paths.vocab}: the saved vocabulary differs from this run's; a resumed run must "
+                "keep its vocabulary"
+            )
+        _check_same_model(saved_config, config, paths.config)
+    elif latest_checkpoint(paths.root):
+        raise CheckpointError(
+            f"{paths.root} already holds a run; pass --resume to continue it or choose another "
+            "--run-dir"
+        )
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        # Metrics of an earlier attempt that never reached a checkpoint would be mixed with ours.
+        paths.metrics.unlink(missing_ok=True)
+    config.save(paths.config)
+    vocab.save(paths.vocab)
+
+
+def _check_same_model(saved: RunConfig, config: RunConfig, source: Path) -> None:
+    """Raises CheckpointError listing the model settings in which `config` differs from `saved`."""
+    saved_model, model = dataclasses.asdict(saved.model), dataclasses.asdict(config.model)
+    changed = [
+        f"{key} {saved_model[key]!r} -> {model[key]!r}"
+        for key in model
+        if model[key] != saved_model.get(key)
+    ]
+    if changed:
+        raise CheckpointError(
+            f"{source}: the model settings differ from the saved run ({', '.join(changed)}); "
+            "resume with the run's own model settings"
+        )
+
+
+def load_run(run_dir: Path) -> tuple[RunConfig, Vocabulary]:
+    """Reads `config.json` and `vocab.json` and checks that they belong together.
+
+    Raises:
+        CheckpointError: naming the directory or the file that is missing or bad.
+    """
+    paths = RunPaths(Path(run_dir))
+    if not paths.root.is_dir():
+        raise CheckpointError(f"{paths.root}: no such run directory")
+    config = RunConfig.load(paths.config)
+    try:
+        vocab = Vocabulary.load(paths.vocab)
+    except VocabularyError as exc:
+        raise CheckpointError(str(exc)) from None
+    if config.model.vocab_size != len(vocab):
+        raise CheckpointError(
+            f"{paths.vocab}: {len(vocab)} tokens, but {paths.config} expects "
+            f"{config.model.vocab_size}; the two files come from different runs"
+        )
+    return config, vocab
+
+
+def write_corpus_record(
+    run_dir: Path, train_tunes: Sequence, validation_tunes: Sequence, summary: str = ""
+) -> None:
+    """Writes `corpus.json`: how many tunes trained and validated the run, and where they came from.
+
+    Args:
+        run_dir: the run directory.
+        train_tunes: objects with `text` and `source` attributes.
+        validation_tunes: likewise.
+        summary: the corpus loader's one-line ingestion summary.
+    """
+    record = {
+        "summary": summary,
+        "tunes": len(train_tunes) + len(validation_tunes),
+        "train_tunes": len(train_tunes),
+        "validation_tunes": len(validation_tunes),
+        "train_characters": sum(len(tune.text) for tune in train_tunes),
+        "validation_characters": sum(len(tune.text) for tune in validation_tunes),
+        "train_sources": [str(tune.source) for tune in train_tunes],
+        "validation_sources": [str(tune.source) for tune in validation_tunes],
+    }
+    atomic_write_text(RunPaths(Path(run_dir)).corpus, json.dumps(record, indent=1) + "\n")
+
+
+def model_weights(model) -> dict:
+    """The model's variables keyed by their path inside the model, e.g. "lstm_0/lstm_cell/kernel".
+
+    Checkpoints store this dict rather than the model object: TensorFlow's object graph does not see
+    layers that a Keras 3 model keeps in a Python list, and would silently skip their weights. The
+    model's own name (which Keras numbers per process) is dropped from the keys.
+    """
+    weights = {}
+    for variable in model.weights:
+        key = variable.path.split("/", 1)[-1]
+        if key in weights:
+            raise ValueError(f"two model variables share the path {key!r}")
+        weights[key] = variable
+    return weights
+
+
+def make_checkpoint(model, optimizer=None, step=None):
+    """A `tf.train.Checkpoint` of the model's weights, and for training also of the optimizer, the
+    step and the model's random-number state (dropout), so a resumed run continues exactly.
+    """
+    weights = model_weights(model)
+    parts = {WEIGHTS_KEY: weights}
+    if optimizer is not None:
+        parts["optimizer"] = optimizer
+    if step is not None:
+        parts["step"] = step
+        # Keras seed-generator states, in layer order (their paths are numbered per process).
+        ids = {id(variable) for variable in weights.values()}
+        parts["random_state"] = [v for v in model.variables if id(v) not in ids]
+    return tf.train.Checkpoint(**parts)
+
+
+def checkpoint_manager(run_dir: Path, checkpoint, max_to_keep: int):
+    """A `tf.train.CheckpointManager` writing `checkpoint` into `run_dir/ckpt` as ckpt-<step>."""
+    directory = RunPaths(Path(run_dir)).checkpoints
+    return tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=max(1, max_to_keep))
+
+
+def build_model_for(config: RunConfig, *, policy: str | None = None):
+    """Builds the model `config` describes and creates its weights (by calling it on one token).
+
+    Args:
+        config: the run's settings.
+        policy: a Keras dtype policy for this model only ("float32"); None keeps the global one.
+    """
+    import keras
+
+    from musicgen.models import build_model
+
+    previous = keras.mixed_precision.global_policy()
+    if policy is not None:
+        keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build_model(config.model)
+        model(tf.zeros((1, 1), tf.int32), training=False)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return model
+
+
+def restore_weights(model, checkpoint_path: str, source: Path) -> None:
+    """Restores only the model's weights from a checkpoint, after checking every name and shape.
+
+    Raises:
+        CheckpointError: the checkpoint is unreadable or its weights do not fit the model.
+    """
+    try:
+        saved = {name: tuple(shape) for name, shape in tf.train.list_variables(checkpoint_path)}
+    except (tf.errors.OpError, ValueError) as exc:
+        raise CheckpointError(f"{source}: checkpoint unreadable ({_first_line(exc)})") from None
+    weights = model_weights(model)
+    _check_weights_fit(model, weights, saved, source)
+    try:
+        # Only the weights are read: the optimizer and step stay in the file, unread on purpose.
+        tf.train.Checkpoint(**{WEIGHTS_KEY: weights}).restore(checkpoint_path).expect_partial()
+    except (ValueError, IndexError, tf.errors.OpError) as exc:
+        # A truncated data file surfaces as IndexError ("Read less bytes than requested").
+        message = f"{source}: cannot restore the weights ({_first_line(exc)})"
+        raise CheckpointError(message) from None
+
+
+def _check_weights_fit(model, weights: dict, saved: dict, source: Path) -> None:
+    """Raises CheckpointError unless the checkpoint (`saved`: name -> shape) holds exactly the
+    model's weights, each with the model's shape."""
+    expected = {_checkpoint_key(key): key for key in weights}
+    missing = [key for name, key in expected.items() if name not in saved]
+    unexpected = [n for n in saved if n.startswith(WEIGHTS_KEY + "/") and n not in expected]
+    if missing or unexpected:
+        problems = []
+        if missing:
+            problems.append(
+                f"{len(missing)} model weights not in the checkpoint, e.g. {missing[0]}"
+            )
+        if unexpected:
+            problems.append(f"{len(unexpected)} checkpoint weights not in the model")
+        raise CheckpointError(
+            f"{source}: config.json does not match the weights ({'; '.join(problems)})"
+        )
+    for name, key in expected.items():
+        shape = tuple(weights[key].shape)
+        if shape != saved[name]:
+            # A dimension of vocabulary size that differs means vocab.json belongs to another run.
+            vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
+            what = "vocabulary" if vocab_size in shape else "config.json"
+            raise CheckpointError(
+                f"{source}: {what} does not match the weights ({key}: model {shape}, checkpoint "
+                f"{saved[name]})"
+            )
+
+
+def _checkpoint_key(weight_key: str) -> str:
+    # TensorFlow escapes "/" inside a dict key as ".S" when it names the checkpointed value.
+    return f"{WEIGHTS_KEY}/{weight_key.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_for_inference(run_dir: Path):
+    """Rebuilds the model of a run from `config.json` and restores its latest weights.
+
+    Reads only JSON and TensorFlow checkpoint files; never runs code from the directory.
+
+    Args:
+        run_dir: a directory written by `musicgen.train.train`.
+
+    Returns:
+        (model, vocab, config): a float32 Keras model ready for `model(ids)` or `model.step`.
+
+    Raises:
+        CheckpointError: a file is missing or bad, there is no checkpoint yet, or the weights do not
+            fit the model that config.json and vocab.json describe.
+    """
+    paths = RunPaths(Path(run_dir))
+    config, vocab = load_run(paths.root)
+    checkpoint_path = latest_checkpoint(paths.root)
+    if checkpoint_path is None:
+        raise CheckpointError(
+            f"{paths.checkpoints}: no checkpoint; train the model first (or wait for its first "
+            "checkpoint)"
+        )
+    # float32 whatever policy the run trained under: its variables were float32 in any case.
+    model = build_model_for(config, policy="float32")
+    restore_weights(model, checkpoint_path, paths.checkpoints)
+    return model, vocab, config

@@ -1,0 +1,155 @@
+"""Tunes -> one stream of ids -> tf.data windows of (inputs, targets).
+
+The stream is BOS tune EOS BOS tune EOS ...; a window may span the end of one tune and the start of
+the next, which teaches the model where tunes stop and start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from musicgen.errors import CorpusError
+from musicgen.tfsetup import import_tensorflow
+from musicgen.vocab import Vocabulary
+
+tf = import_tensorflow()
+
+
+def tune_bucket(text: str) -> float:
+    """A stable number in [0, 1) for a tune's text (sha1, so it is the same in every process)."""
+    digest = hashlib.sha1(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_tunes(tunes: Sequence, fraction: float = 0.05) -> tuple[list, list]:
+    """Splits tunes into training and validation sets by a hash of each tune's text.
+
+    The same tune always lands on the same side, whatever else is in the corpus, so adding tunes
+    never moves an old one from validation into training. Identical texts share a side.
+
+    Args:
+        tunes: objects with a `text` attribute.
+        fraction: roughly the share of tunes to hold out.
+
+    Returns:
+        (train, validation) lists, each in the input order. With two or more distinct tunes and
+        fraction > 0, validation holds at least one tune and training at least one.
+    """
+    buckets = [tune_bucket(tune.text) for tune in tunes]
+    held_out = [bucket < fraction for bucket in buckets]
+    distinct = len(set(buckets))
+    if fraction > 0 and distinct >= 2 and not any(held_out):
+        lowest = min(buckets)
+        held_out = [bucket == lowest for bucket in buckets]
+    if distinct >= 2 and all(held_out):
+        highest = max(buckets)
+        held_out = [bucket != highest for bucket in buckets]
+    train = [tune for tune, out in zip(tunes, held_out) if not out]
+    validation = [tune for tune, out in zip(tunes, held_out) if out]
+    return train, validation
+
+
+def encode_stream(tunes: Sequence, vocab: Vocabulary) -> np.ndarray:
+    """Joins tunes into one id stream: BOS t1 EOS BOS t2 EOS ...
+
+    Raises:
+        VocabularyError: a tune holds a character `vocab` does not know.
+    """
+    parts = [np.asarray(vocab.encode_tune(tune.text), dtype=np.int32) for tune in tunes]
+    if not parts:
+        return np.zeros((0,), dtype=np.int32)
+    return np.concatenate(parts)
+
+
+def require_windows(length: int, seq_length: int) -> None:
+    """Checks that a stream of `length` ids holds at least one window of `seq_length` + 1 ids.
+
+    Raises:
+        CorpusError: it does not.
+    """
+    if seq_length < 1:
+        raise ValueError("seq_length must be positive")
+    if length < seq_length + 1:
+        raise CorpusError(
+            f"only {length} characters of tunes; need at least seq_length+1 = {seq_length + 1} "
+            "to make one training window: use a smaller --seq-length or more tunes"
+        )
+
+
+def make_dataset(
+    ids: np.ndarray,
+    seq_length: int,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    repeat: bool = False,
+    drop_remainder: bool | None = None,
+):
+    """Cuts an id stream into (inputs, targets) windows, targets being inputs shifted by one.
+
+    Windows start every `seq_length` ids and hold `seq_length + 1` ids, so together they cover the
+    stream once. When shuffling, each pass ("epoch") starts at its own random offset, so window
+    boundaries move between epochs, and visits the windows in its own random order; both are drawn
+    from (seed, epoch) and so are reproducible. Batches may span two epochs.
+
+    Args:
+        ids: 1-D int stream from `encode_stream`.
+        seq_length: ids per input window.
+        batch_size: windows per batch.
+        shuffle: random offsets and order (training) or the stream in order (evaluation).
+        seed: seeds the offsets and order.
+        repeat: loop over the stream forever.
+        drop_remainder: drop a last short batch; defaults to `shuffle`.
+
+    Returns:
+        A `tf.data.Dataset` of (inputs, targets), each int32 (batch, seq_length).
+
+    Raises:
+        CorpusError: the stream is shorter than one window.
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    if batch_size < 1:
+        raise ValueError("batch_size must be positive")
+    require_windows(len(ids), seq_length)
+    stream = tf.constant(ids)  # (n,)
+    epochs = tf.data.Dataset.range(2**62 if repeat else 1)
+    starts = epochs.flat_map(
+        lambda epoch: _window_starts(len(ids), seq_length, shuffle, seed, epoch)
+    )
+    if drop_remainder is None:
+        drop_remainder = shuffle
+    batches = starts.batch(batch_size, drop_remainder=drop_remainder)
+    batches = batches.map(
+        lambda batch_starts: _gather_windows(stream, batch_starts, seq_length),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return batches.prefetch(tf.data.AUTOTUNE)
+
+
+def _window_starts(length: int, seq_length: int, shuffle: bool, seed: int, epoch):
+    """Dataset of the start index of every window in one pass over a stream of `length` ids."""
+    if shuffle:
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        # The offset keeps at least one whole window of seq_length + 1 ids in the stream.
+        max_offset = min(seq_length, length - seq_length)
+        offset = tf.random.stateless_uniform(
+            [], seed=epoch_seed, minval=0, maxval=max_offset, dtype=tf.int64
+        )
+    else:
+        offset = tf.constant(0, tf.int64)
+    count = (length - 1 - offset) // seq_length
+    starts = offset + tf.range(count, dtype=tf.int64) * seq_length  # (windows,)
+    if shuffle:
+        starts = tf.random.experimental.stateless_shuffle(starts, seed=epoch_seed + 1)
+    return tf.data.Dataset.from_tensor_slices(starts)
+
+
+def _gather_windows(stream, starts, seq_length: int):
+    """(batch,) start indices -> inputs and targets, each (batch, seq_length)."""
+    positions = starts[:, None] + tf.range(seq_length + 1, dtype=tf.int64)[None, :]
+    windows = tf.gather(stream, positions)  # (batch, seq_length + 1)
+    return windows[:, :-1], windows[:, 1:]

@@ -1,0 +1,680 @@
+"""Training: a compiled step, warmup-then-cosine schedule, checkpoints, metrics, a progress bar.
+
+`train` is the one entry point. It owns the run directory's checkpoints, `metrics.jsonl`,
+`tensorboard/` and `loss.png`; `musicgen.checkpoint` owns the directory's layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from musicgen.checkpoint import (
+    RunPaths,
+    build_model_for,
+    checkpoint_manager,
+    load_run,
+    make_checkpoint,
+    prepare_run_dir,
+    write_corpus_record,
+)
+from musicgen.config import RunConfig, TrainConfig
+from musicgen.dataset import encode_stream, make_dataset, require_windows, split_tunes
+from musicgen.errors import CheckpointError, CorpusError, VocabularyError
+from musicgen.files import atomic_write_bytes, atomic_write_text
+from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
+from musicgen.vocab import PAD, Vocabulary
+
+tf = import_tensorflow()
+# After import_tensorflow, which quiets TensorFlow's start-up logging.
+import keras  # noqa: E402
+from tensorflow.core.framework.summary_pb2 import SummaryMetadata  # noqa: E402
+
+LN2 = math.log(2.0)
+FINAL_LR_FRACTION = 0.1  # the cosine schedule ends at this fraction of the peak learning rate
+METRICS_EVERY = 10  # steps between records in metrics.jsonl and TensorBoard
+MIN_PROGRESS_LINES = 50  # without a terminal, about this many progress lines per run (plus evals)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What one call to `train` did and where the run's files are.
+
+    Attributes:
+        step: the step the run has reached.
+        steps_run: steps taken by this call (0 when the run had already reached its target).
+        train_loss: mean training cross-entropy in nats per character over the last logged steps.
+        train_bits_per_char: the same in bits.
+        val_bits_per_char: the last validation figure, None without validation tunes.
+        chars_per_sec: training throughput of this call (the first, tracing, step and the time spent
+            evaluating and checkpointing left out).
+        elapsed: seconds this call took.
+    """
+
+    step: int
+    steps_run: int
+    train_loss: float | None
+    train_bits_per_char: float | None
+    val_bits_per_char: float | None
+    chars_per_sec: float | None
+    elapsed: float
+    device: str
+    run_dir: Path
+    checkpoint: str | None
+    metrics_path: Path
+    plot_path: Path | None
+    tensorboard_dir: Path
+
+
+def train(
+    config: RunConfig,
+    tunes: Sequence,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    corpus_summary: str = "",
+    progress: bool = True,
+    log: Callable[[str], object] | None = None,
+) -> TrainResult:
+    """Trains a model on `tunes` and keeps everything in `run_dir`.
+
+    Args:
+        config: the run's settings; `config.model.vocab_size` is filled in from the vocabulary.
+        tunes: objects with `text` (normalised ABC) and `source` attributes.
+        run_dir: the run directory (see `musicgen.checkpoint`).
+        resume: continue from the run's last checkpoint up to `config.train.steps` in total.
+        corpus_summary: the corpus loader's one-line summary, recorded in corpus.json.
+        progress: show a progress bar on stderr.
+        log: where one-line messages go; defaults to stderr.
+
+    Returns:
+        A TrainResult.
+
+    Raises:
+        CorpusError: too few tunes or characters for one training window.
+        VocabularyError: on resume, the tunes hold characters the run's vocabulary lacks.
+        CheckpointError: the run directory refuses a new run, or cannot be resumed.
+    """
+    started = time.monotonic()
+    log = log or _print_to_stderr
+    paths = RunPaths(Path(run_dir))
+    tunes = list(tunes)
+    if not tunes:
+        raise CorpusError("no tunes to train on")
+    train_tunes, validation_tunes = split_tunes(tunes, config.data.validation_fraction)
+    vocab = _vocabulary(tunes, paths, resume)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, vocab_size=len(vocab))
+    )
+    streams = _Streams.encode(train_tunes, validation_tunes, vocab, config.data.seq_length)
+    prepare_run_dir(paths.root, config, vocab, resume=resume)
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        policy = set_mixed_precision(config.train.mixed_precision)
+        keras.utils.set_random_seed(config.train.random_seed)
+        session = _Session(config, paths, log, progress, started)
+        log(f"device: {session.device}; precision {policy}; {session.parameters:,} parameters")
+        start = session.restore(resume)
+        if start >= config.train.steps:
+            log(
+                f"{paths.root} has already reached step {start} of {config.train.steps}; nothing "
+                "to do (raise --steps to train further)"
+            )
+            return session.result(start, steps_run=0)
+        write_corpus_record(paths.root, train_tunes, validation_tunes, corpus_summary)
+        log(
+            f"training on {len(train_tunes)} tunes ({len(streams.train):,} characters), validating "
+            f"on {len(validation_tunes)} ({len(streams.validation):,})"
+        )
+        return session.run(streams, start)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _vocabulary(tunes: Sequence, paths: RunPaths, resume: bool) -> Vocabulary:
+    """A new run's vocabulary is built from every tune; a resumed run keeps its saved one."""
+    if not resume:
+        return Vocabulary.from_texts(tune.text for tune in tunes)
+    _, saved = load_run(paths.root)
+    unknown: dict[str, None] = {}
+    for tune in tunes:
+        unknown.update(dict.fromkeys(saved.unknown_characters(tune.text)))
+    if unknown:
+        shown = ", ".join(repr(c) for c in list(unknown)[:8])
+        raise VocabularyError(
+            f"these tunes hold characters the run's vocabulary ({paths.vocab}) lacks: {shown}; "
+            "resume with the tunes the run was trained on, or start a new run"
+        )
+    return saved
+
+
+@dataclasses.dataclass(frozen=True)
+class _Streams:
+    """The training and validation tunes as id streams, checked long enough to train on."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    seq_length: int
+
+    @classmethod
+    def encode(cls, train_tunes, validation_tunes, vocab, seq_length) -> _Streams:
+        train_ids = encode_stream(train_tunes, vocab)
+        require_windows(len(train_ids), seq_length)
+        return cls(train_ids, encode_stream(validation_tunes, vocab), seq_length)
+
+    def datasets(self, batch_size: int, seed: int, start: int):
+        """(endless shuffled training batches from batch `start` on, validation batches or None).
+
+        Skipping the batches a resumed run has already seen makes it see exactly the batches an
+        uninterrupted run would (their order depends only on the seed).
+        """
+        train = make_dataset(
+            self.train, self.seq_length, batch_size, shuffle=True, seed=seed, repeat=True
+        ).skip(start)
+        if len(self.validation) < 2:
+            return train, None
+        # A short validation split gets shorter windows rather than none: the LSTM takes any length.
+        window = min(self.seq_length, len(self.validation) - 1)
+        return train, make_dataset(self.validation, window, batch_size, shuffle=False)
+
+
+def masked_loss(targets, logits):
+    """Mean cross-entropy in nats over the targets that are not PAD.
+
+    Args:
+        targets: int (batch, time).
+        logits: float (batch, time, vocab).
+    """
+    total, count = _loss_sum(targets, logits)
+    return total / tf.maximum(count, 1.0)
+
+
+def _loss_sum(targets, logits):
+    """(sum of cross-entropy over non-PAD targets, number of such targets), both float32."""
+    per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=targets, logits=tf.cast(logits, tf.float32)
+    )  # (batch, time)
+    mask = tf.cast(tf.not_equal(targets, PAD), tf.float32)
+    return tf.reduce_sum(per_token * mask), tf.reduce_sum(mask)
+
+
+def train_step(model, optimizer, step, inputs, targets):
+    """One optimiser step; wrap in `tf.function`. Everything it touches comes in as an argument.
+
+    Args:
+        model: a musicgen model.
+        optimizer: a built Keras optimizer (possibly a LossScaleOptimizer).
+        step: int64 tf.Variable counting steps, incremented with the weights so the two never part.
+        inputs: int32 (batch, time).
+        targets: int32 (batch, time).
+
+    Returns:
+        The batch's mean loss in nats per character.
+    """
+    with tf.GradientTape() as tape:
+        logits = model(inputs, training=True)  # (batch, time, vocab)
+        loss = masked_loss(targets, logits)
+        # Multiplied by the loss scale under float16 (LossScaleOptimizer), else unchanged.
+        scaled_loss = optimizer.scale_loss(loss)
+    gradients = tape.gradient(scaled_loss, model.trainable_variables)
+    # Unscales (if scaled), clips to the global norm and updates the weights.
+    optimizer.apply(gradients, model.trainable_variables)
+    step.assign_add(1)
+    return loss
+
+
+def eval_step(model, inputs, targets):
+    """(summed cross-entropy in nats, number of characters) for one batch; wrap in `tf.function`."""
+    logits = model(inputs, training=False)  # (batch, time, vocab)
+    return _loss_sum(targets, logits)
+
+
+def learning_rate_schedule(train_config: TrainConfig):
+    """Linear warmup to `learning_rate` over `warmup_steps`, then a cosine down to
+    FINAL_LR_FRACTION of it at `steps`.
+
+    Returns:
+        A Keras LearningRateSchedule: call it with a step to get the rate.
+    """
+    peak = train_config.learning_rate
+    warmup = max(0, min(train_config.warmup_steps, train_config.steps - 1))
+    return keras.optimizers.schedules.CosineDecay(
+        # Starts at peak / (warmup + 1) rather than 0, so the very first step already learns.
+        initial_learning_rate=peak / (warmup + 1) if warmup else peak,
+        decay_steps=max(1, train_config.steps - warmup),
+        alpha=FINAL_LR_FRACTION,
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(train_config: TrainConfig, *, loss_scale: bool = False):
+    """Adam on `learning_rate_schedule`, clipping gradients to a global norm of `clip_norm`.
+
+    Args:
+        train_config: learning rate, warmup, steps and clip norm (0: no clipping).
+        loss_scale: wrap in a LossScaleOptimizer (needed for float16, not for bfloat16).
+    """
+    clip = train_config.clip_norm if train_config.clip_norm > 0 else None
+    optimizer = keras.optimizers.Adam(
+        learning_rate=learning_rate_schedule(train_config), global_clipnorm=clip
+    )
+    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer
+
+
+class _Session:
+    """One call's model, optimizer, checkpoints and logs: the state the training loop shares."""
+
+    def __init__(self, config: RunConfig, paths: RunPaths, log, progress: bool, started: float):
+        self.config, self.paths, self.log, self.started = config, paths, log, started
+        self.device = describe_devices()
+        self.model = build_model_for(config)
+        self.parameters = self.model.count_params()
+        loss_scale = keras.mixed_precision.global_policy().name == "mixed_float16"
+        self.optimizer = make_optimizer(config.train, loss_scale=loss_scale)
+        # Optimizer slots exist before any restore or tracing, so both see the same variables.
+        self.optimizer.build(self.model.trainable_variables)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.manager = checkpoint_manager(
+            paths.root,
+            make_checkpoint(self.model, self.optimizer, self.step),
+            config.train.keep_checkpoints,
+        )
+        self.progress = _Progress(config.train.steps, enabled=progress)
+        self.metrics = _MetricsLog(paths)
+        self.chars_per_step = config.train.batch_size * config.data.seq_length
+        self.last: dict = {}  # latest loss, bits per character and validation figures
+        self.timing = _Timing(self.chars_per_step)
+
+    def restore(self, resume: bool) -> int:
+        """Loads the latest checkpoint when resuming; returns the step to start from."""
+        latest = self.manager.latest_checkpoint
+        if not resume or latest is None:
+            if resume:
+                self.log(f"{self.paths.checkpoints}: no checkpoint yet; starting from step 0")
+            self.metrics.start(after_step=0)
+            return 0
+        try:
+            self.manager.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (AssertionError, ValueError, IndexError, tf.errors.OpError) as exc:
+            raise _checkpoint_error(latest, exc) from None
+        start = int(self.step.numpy())
+        self.last = self.metrics.start(after_step=start)
+        self.log(f"resumed {self.paths.root} at step {start} of {self.config.train.steps}")
+        return start
+
+    def run(self, streams: _Streams, start: int) -> TrainResult:
+        """Trains from `start` to the target step, recording, evaluating and checkpointing."""
+        train_config = self.config.train
+        train_batches, validation = streams.datasets(
+            train_config.batch_size, seed=train_config.random_seed, start=start
+        )
+        step_fn = tf.function(train_step)  # traced once: training batches all have one shape
+        # The last validation batch may be short: let TensorFlow generalise instead of retracing.
+        eval_fn = tf.function(eval_step, reduce_retracing=True)
+        evaluate = (lambda: self._evaluate(eval_fn, validation)) if validation else None
+        self.metrics.open_writers()
+        try:
+            if start == 0 and evaluate:
+                self._record(0, [], evaluate())
+            self._loop(step_fn, iter(train_batches), evaluate, start)
+        except KeyboardInterrupt:
+            self._stop_after_interrupt()
+            raise
+        finally:
+            self.progress.close()
+            self.metrics.close()
+        self._write_plot()
+        return self.result(int(self.step.numpy()), steps_run=int(self.step.numpy()) - start)
+
+    def _loop(self, step_fn, batches, evaluate, start: int) -> None:
+        train_config = self.config.train
+        losses = []  # loss tensors since the last record; read only then, so the device never waits
+        step = start
+        while step < train_config.steps:
+            inputs, targets = next(batches)
+            losses.append(step_fn(self.model, self.optimizer, self.step, inputs, targets))
+            step += 1
+            if step == start + 1:
+                # Reading the loss waits for the step: the clock starts after tracing.
+                float(losses[-1])
+                self.timing.start(step)
+            last = step == train_config.steps
+            with self.timing.aside():
+                validation = None
+                if evaluate and (step % train_config.eval_every == 0 or last):
+                    validation = evaluate()
+                if step % METRICS_EVERY == 0 or validation is not None or last:
+                    self._record(step, losses, validation)
+                    losses = []
+                if step % train_config.checkpoint_every == 0 or last:
+                    self.manager.save(checkpoint_number=step)
+            self.progress.update(
+                step, self.last, self.timing.seconds_left(step, train_config.steps)
+            )
+        self.timing.stop()
+
+    def _evaluate(self, eval_fn, validation) -> float:
+        """Validation bits per character over up to `eval_batches` batches."""
+        total = count = 0.0
+        for inputs, targets in validation.take(self.config.train.eval_batches):
+            batch_total, batch_count = eval_fn(self.model, inputs, targets)
+            total += float(batch_total)
+            count += float(batch_count)
+        return total / max(count, 1.0) / LN2
+
+    def _record(self, step: int, losses: list, validation: float | None) -> None:
+        """Writes one metrics.jsonl line and TensorBoard scalars; updates the progress figures."""
+        entry: dict = {"step": step}
+        if losses:
+            loss = float(np.mean([float(value) for value in losses]))
+            entry.update(loss=loss, bits_per_char=loss / LN2)
+            rate = self.timing.interval_rate(step)
+            if rate is not None:
+                entry["chars_per_sec"] = rate
+        if validation is not None:
+            entry["val_bits_per_char"] = validation
+            if step > 0:
+                self.progress.note(f"step {step}: validation {validation:.3f} bits/char")
+        entry["lr"] = float(self.optimizer.learning_rate)
+        entry["elapsed"] = self.metrics.elapsed_before + time.monotonic() - self.started
+        self.last.update(entry)
+        self.metrics.write(entry)
+
+    def _stop_after_interrupt(self) -> None:
+        self.progress.close()
+        step = int(self.step.numpy())
+        path = self.manager.save(checkpoint_number=step)
+        self.metrics.close()
+        self._write_plot()
+        self.log(f"interrupted at step {step}; saved {path}; run again with --resume to continue")
+
+    def _write_plot(self) -> None:
+        try:
+            write_loss_plot(self.paths.metrics, self.paths.plot)
+        except (OSError, ValueError) as exc:
+            self.log(f"could not draw {self.paths.plot}: {exc}")
+
+    def result(self, step: int, steps_run: int) -> TrainResult:
+        loss = self.last.get("loss")
+        return TrainResult(
+            step=step,
+            steps_run=steps_run,
+            train_loss=loss,
+            train_bits_per_char=None if loss is None else loss / LN2,
+            val_bits_per_char=self.last.get("val_bits_per_char"),
+            chars_per_sec=self.timing.overall_rate(step),
+            elapsed=time.monotonic() - self.started,
+            device=self.device,
+            run_dir=self.paths.root,
+            checkpoint=self.manager.latest_checkpoint,
+            metrics_path=self.paths.metrics,
+            plot_path=self.paths.plot if self.paths.plot.exists() else None,
+            tensorboard_dir=self.paths.tensorboard,
+        )
+
+
+def _checkpoint_error(path: str, exc: BaseException) -> CheckpointError:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return CheckpointError(f"{path}: cannot resume from this checkpoint ({first_line})")
+
+
+class _Timing:
+    """Wall-clock accounting for throughput and time left.
+
+    The training clock starts after the first step of a call (which includes tracing) and stops
+    inside `aside()` blocks (evaluating, recording, checkpointing).
+    """
+
+    def __init__(self, chars_per_step: int):
+        self.chars_per_step = chars_per_step
+        self.began: float | None = None  # when the first step of this call finished
+        self.began_step = 0
+        self.ended: float | None = None
+        self.set_aside = 0.0  # seconds spent in finished `aside()` blocks since `began`
+        self.aside_began: float | None = None  # inside an `aside()` block since then
+        self.mark = (0.0, 0)  # (training seconds, step) at the previous interval_rate()
+
+    def start(self, step: int) -> None:
+        """Called once the first step's result has been read, i.e. the step has finished."""
+        self.began = time.monotonic()
+        self.began_step = step
+        self.mark = (0.0, step)
+
+    def stop(self) -> None:
+        self.ended = time.monotonic()
+
+    @contextlib.contextmanager
+    def aside(self):
+        """Time spent inside this block does not count as training time."""
+        self.aside_began = time.monotonic()
+        try:
+            yield
+        finally:
+            if self.began is not None:
+                self.set_aside += time.monotonic() - max(self.aside_began, self.began)
+            self.aside_began = None
+
+    def training_seconds(self) -> float:
+        """Seconds of training since `start`, at this moment."""
+        if self.began is None:
+            return 0.0
+        now = self.ended or time.monotonic()
+        current_aside = 0.0 if self.aside_began is None else now - max(self.aside_began, self.began)
+        return now - self.began - self.set_aside - current_aside
+
+    def interval_rate(self, step: int) -> float | None:
+        """Training characters per second since the previous call, None before `start`."""
+        if self.began is None:
+            return None
+        seconds = self.training_seconds()
+        then_seconds, then_step = self.mark
+        self.mark = (seconds, step)
+        return self._rate(step - then_step, seconds - then_seconds)
+
+    def overall_rate(self, step: int) -> float | None:
+        """Training characters per second over this call, None if it ran fewer than two steps."""
+        return self._rate(step - self.began_step, self.training_seconds())
+
+    def seconds_left(self, step: int, total: int) -> float | None:
+        """Wall time (evaluation and checkpoints included) the remaining steps should take."""
+        if self.began is None or step <= self.began_step:
+            return None
+        per_step = (time.monotonic() - self.began) / (step - self.began_step)
+        return per_step * (total - step)
+
+    def _rate(self, steps: int, seconds: float) -> float | None:
+        return steps * self.chars_per_step / seconds if steps > 0 and seconds > 0 else None
+
+
+class _MetricsLog:
+    """metrics.jsonl (one JSON object per line) and the TensorBoard event files."""
+
+    def __init__(self, paths: RunPaths):
+        self.paths = paths
+        self.elapsed_before = 0.0  # seconds spent by earlier calls on this run
+        self.handle = None
+        self.writer = None
+
+    def start(self, after_step: int) -> dict:
+        """Drops lines past `after_step` (logged after the checkpoint we resume from).
+
+        Returns:
+            The latest figures recorded up to `after_step`.
+        """
+        entries = read_metrics(self.paths.metrics)
+        kept = [entry for entry in entries if entry.get("step", 0) <= after_step]
+        if len(kept) != len(entries):
+            atomic_write_text(self.paths.metrics, "".join(json.dumps(e) + "\n" for e in kept))
+        latest: dict = {}
+        for entry in kept:
+            latest.update(entry)
+        self.elapsed_before = float(latest.get("elapsed", 0.0))
+        return latest
+
+    def open_writers(self) -> None:
+        self.handle = open(self.paths.metrics, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        self.writer = tf.summary.create_file_writer(str(self.paths.tensorboard))
+
+    def write(self, entry: dict) -> None:
+        self.handle.write(json.dumps(entry) + "\n")
+        self.handle.flush()
+        with self.writer.as_default(step=entry["step"]):
+            for key, tag in _TENSORBOARD_TAGS.items():
+                if key in entry:
+                    # What tensorboard's own scalar() writes, without needing the tensorboard
+                    # package (TensorFlow 2.21 no longer installs it).
+                    value = tf.constant(entry[key], tf.float32)
+                    tf.summary.write(tag, value, metadata=_SCALAR_METADATA)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+_TENSORBOARD_TAGS = {
+    "bits_per_char": "train/bits_per_char",
+    "val_bits_per_char": "validation/bits_per_char",
+    "chars_per_sec": "speed/chars_per_sec",
+    "lr": "train/learning_rate",
+}
+# Marks a summary as a scalar for TensorBoard's "scalars" dashboard.
+_SCALAR_METADATA = SummaryMetadata(
+    plugin_data=SummaryMetadata.PluginData(plugin_name="scalars")
+).SerializeToString()
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The entries of a metrics.jsonl file, skipping a torn last line; [] if there is no file."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def write_loss_plot(metrics_path: Path, plot_path: Path) -> None:
+    """Draws training and validation bits per character against step into a PNG."""
+    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+
+    entries = read_metrics(metrics_path)
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axes = figure.add_subplot()
+    for key, label in (("bits_per_char", "training"), ("val_bits_per_char", "validation")):
+        points = [(e["step"], e[key]) for e in entries if key in e]
+        if points:
+            steps, values = zip(*points)
+            axes.plot(steps, values, marker="o" if len(points) < 30 else None, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("bits per character")
+    axes.grid(alpha=0.3)
+    if entries:
+        axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    atomic_write_bytes(plot_path, buffer.getvalue())
+
+
+class _Progress:
+    """A progress line on stderr: redrawn in place on a terminal, printed now and then otherwise."""
+
+    def __init__(self, total: int, *, enabled: bool, stream=None):
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every = max(METRICS_EVERY, total // MIN_PROGRESS_LINES)
+        self.last_draw = 0.0
+        self.shown = False
+
+    def update(self, step: int, figures: dict, seconds_left: float | None) -> None:
+        if not self.enabled:
+            return
+        line = self._line(step, figures, seconds_left)
+        if self.tty:
+            now = time.monotonic()
+            if now - self.last_draw >= 0.1 or step == self.total:
+                width = shutil.get_terminal_size((100, 20)).columns - 1
+                bar_width = 20
+                if len(line) + bar_width + 3 <= width:
+                    filled = bar_width * step // max(self.total, 1)
+                    line = f"[{'#' * filled}{'.' * (bar_width - filled)}] {line}"
+                self.stream.write("\r" + line[:width].ljust(width))
+                self.stream.flush()
+                self.last_draw, self.shown = now, True
+        elif step % self.every == 0 or step == self.total:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def note(self, message: str) -> None:
+        """A line that stays: printed above the redrawn progress line."""
+        if not self.enabled:
+            return
+        self.clear()
+        self.stream.write(message + "\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        if self.tty and self.shown:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            self.stream.write("\r" + " " * width + "\r")
+            self.shown = False
+
+    def close(self) -> None:
+        if self.tty and self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.shown = False
+
+    def _line(self, step: int, figures: dict, seconds_left: float | None) -> str:
+        # Most important first: a narrow terminal cuts the end off.
+        parts = [f"step {step}/{self.total}"]
+        bits = figures.get("bits_per_char")
+        validation = figures.get("val_bits_per_char")
+        if bits is not None or validation is not None:
+            text = "" if bits is None else f"{bits:.3f} bits/char"
+            if validation is not None:
+                text += f" (val {validation:.3f})" if text else f"val {validation:.3f} bits/char"
+            parts.append(text)
+        if "chars_per_sec" in figures:
+            parts.append(f"{figures['chars_per_sec']:,.0f} chars/s")
+        if seconds_left is not None:
+            parts.append(f"{_duration(seconds_left)} left")
+        return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
