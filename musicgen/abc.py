@@ -24,8 +24,10 @@ it names people, not notes. Also dropped: `%` comment lines, trailing `%` commen
 literal percent), `%%` directives, and stray non-field text inside the header (such as a bare
 `3/8=120`).
 
-Whitespace: CRLF and CR become LF, tabs become spaces and trailing spaces are stripped; spaces
-inside a line are kept because they break beams in ABC.
+Whitespace: CRLF and CR become LF, tabs become spaces and trailing spaces are stripped. In music
+lines, runs of spaces become one space and leading spaces go, and backquotes (ABC's "ignore me"
+spacer) are removed: several collections pad bars into columns that way, which would teach the model
+layout rather than music. A single space still breaks a beam, as ABC intends.
 
 A tune without a `K:` value or without a single note in its body is a ParseError whose `reason` is
 "no-key" or "no-notes"; a tune without a `T:` is fine (its title is "").
@@ -51,6 +53,7 @@ _INLINE_FIELD = re.compile(r"\[([A-Za-z]):[^\]\n]*\]")
 # Letters A-G inside these are not notes: annotations and chord names, decorations, inline fields.
 _NOT_NOTES = re.compile(r'"[^"\n]*"|![^!\n]*!|\+[^+\s]*\+|\[[A-Za-z]:[^\]\n]*\]')
 _NOTE = re.compile(r"[A-Ga-g]")
+_SPACES = re.compile(r" {2,}")
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,8 @@ def _clean_body(lines: list[str]) -> list[str]:
     previous_field_kept = False
     for line in lines:
         if _FIELD.match(line) is None:
-            line = _INLINE_FIELD.sub(_keep_musical_inline_field, line).rstrip()
+            line = _INLINE_FIELD.sub(_keep_musical_inline_field, line)
+            line = _SPACES.sub(" ", line.replace("`", "")).strip()
         # Matched again: removing an inline field can leave a line that reads as a field line.
         match = _FIELD.match(line)
         if match is None:

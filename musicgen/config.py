@@ -33,7 +33,7 @@ class ModelConfig:
     kind: str = "lstm"
     vocab_size: int = 0
     embedding_dim: int = 128
-    units: int = 512
+    units: int = 384
     layers: int = 2
     dropout: float = 0.1
 
@@ -42,8 +42,8 @@ class ModelConfig:
 class TrainConfig:
     """How the optimiser runs."""
 
-    steps: int = 1500
-    batch_size: int = 32
+    steps: int = 500
+    batch_size: int = 64
     learning_rate: float = 3e-3
     warmup_steps: int = 100
     clip_norm: float = 1.0

@@ -13,7 +13,7 @@ import numpy as np
 
 from musicgen.errors import CorpusError
 from musicgen.tfsetup import import_tensorflow
-from musicgen.vocab import Vocabulary
+from musicgen.vocab import BOS, Vocabulary
 
 tf = import_tensorflow()
 
@@ -88,6 +88,7 @@ def make_dataset(
     seed: int = 0,
     repeat: bool = False,
     drop_remainder: bool | None = None,
+    tune_starts: np.ndarray | None = None,
 ):
     """Cuts an id stream into (inputs, targets) windows, targets being inputs shifted by one.
 
@@ -104,6 +105,10 @@ def make_dataset(
         seed: seeds the offsets and order.
         repeat: loop over the stream forever.
         drop_remainder: drop a last short batch; defaults to `shuffle`.
+        tune_starts: when shuffling, positions (the BOS of each tune, see `tune_start_positions`)
+            where one extra window per pass also starts. Every window begins with a zero state,
+            and generation begins a tune with a zero state and BOS: without these windows the
+            model would rarely see that, and would start tunes badly.
 
     Returns:
         A `tf.data.Dataset` of (inputs, targets), each int32 (batch, seq_length).
@@ -117,8 +122,9 @@ def make_dataset(
     require_windows(len(ids), seq_length)
     stream = tf.constant(ids)  # (n,)
     epochs = tf.data.Dataset.range(2**62 if repeat else 1)
+    aligned = _usable_starts(tune_starts, len(ids), seq_length) if shuffle else None
     starts = epochs.flat_map(
-        lambda epoch: _window_starts(len(ids), seq_length, shuffle, seed, epoch)
+        lambda epoch: _window_starts(len(ids), seq_length, shuffle, seed, epoch, aligned)
     )
     if drop_remainder is None:
         drop_remainder = shuffle
@@ -130,7 +136,20 @@ def make_dataset(
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def _window_starts(length: int, seq_length: int, shuffle: bool, seed: int, epoch):
+def tune_start_positions(ids: np.ndarray) -> np.ndarray:
+    """Positions of the BOS ids in a stream from `encode_stream`: where each tune starts."""
+    return np.flatnonzero(np.asarray(ids) == BOS).astype(np.int64)
+
+
+def _usable_starts(tune_starts, length: int, seq_length: int):
+    """The tune starts that leave room for a whole window, as an int64 tensor (or None)."""
+    if tune_starts is None:
+        return None
+    starts = np.asarray(tune_starts, dtype=np.int64)
+    return tf.constant(starts[starts + seq_length + 1 <= length])
+
+
+def _window_starts(length: int, seq_length: int, shuffle: bool, seed: int, epoch, aligned=None):
     """Dataset of the start index of every window in one pass over a stream of `length` ids."""
     if shuffle:
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
@@ -143,6 +162,8 @@ def _window_starts(length: int, seq_length: int, shuffle: bool, seed: int, epoch
         offset = tf.constant(0, tf.int64)
     count = (length - 1 - offset) // seq_length
     starts = offset + tf.range(count, dtype=tf.int64) * seq_length  # (windows,)
+    if aligned is not None:
+        starts = tf.concat([starts, aligned], axis=0)
     if shuffle:
         starts = tf.random.experimental.stateless_shuffle(starts, seed=epoch_seed + 1)
     return tf.data.Dataset.from_tensor_slices(starts)

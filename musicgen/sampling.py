@@ -248,7 +248,9 @@ class Sampler:
         # (batch, steps); a list with no elements cannot be stacked while the batch size is unknown.
         tokens = tf.cond(
             steps > 0,
-            lambda: tf.transpose(written.stack()),
+            # Transposed as int64: oneDNN's int32 transpose logs an error line on CPUs without
+            # AVX-512 before falling back.
+            lambda: tf.cast(tf.transpose(tf.cast(written.stack(), tf.int64)), tf.int32),
             lambda: tf.zeros([batch_size, 0], tf.int32),
         )
         # Rows are padded after an early exit so the shape never depends on when the loop stopped.

@@ -29,7 +29,13 @@ from musicgen.checkpoint import (
     write_corpus_record,
 )
 from musicgen.config import RunConfig, TrainConfig
-from musicgen.dataset import encode_stream, make_dataset, require_windows, split_tunes
+from musicgen.dataset import (
+    encode_stream,
+    make_dataset,
+    require_windows,
+    split_tunes,
+    tune_start_positions,
+)
 from musicgen.errors import CheckpointError, CorpusError, VocabularyError
 from musicgen.files import atomic_write_bytes, atomic_write_text
 from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
@@ -183,7 +189,13 @@ class _Streams:
         uninterrupted run would (their order depends only on the seed).
         """
         train = make_dataset(
-            self.train, self.seq_length, batch_size, shuffle=True, seed=seed, repeat=True
+            self.train,
+            self.seq_length,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            repeat=True,
+            tune_starts=tune_start_positions(self.train),
         ).skip(start)
         if len(self.validation) < 2:
             return train, None

@@ -26,13 +26,13 @@ V:1
 V:2
 K:D
 V:1
-dA dA | df f2|Bg  Af|Ge Ec|dA dA|df f2|Ac eg|fd d2:|
+dA dA | df f2|Bg Af|Ge Ec|dA dA|df f2|Ac eg|fd d2:|
 V:2
-dA dA | FA Ad|GB  Fd|Bc GE|dA dA|FA Ad|eg ge|dF F2:|
+dA dA | FA Ad|GB Fd|Bc GE|dA dA|FA Ad|eg ge|dF F2:|
 V:1
 FA d=c|=cB B2|A^c eg|fd d2|Ad fg|fd AF|Ge Ec|d2 D2:|
 V:2
-DF DF | FG G2|AA  ce|dF F2|AF AB|AF FD|G2 G2|F2 F2:|
+DF DF | FG G2|AA ce|dF F2|AF AB|AF FD|G2 G2|F2 F2:|
 """
 
 # The first two lines of O'Neill's "The Kesh"-style jig body, used to build small tunes.
@@ -184,7 +184,7 @@ def test_whitespace_comments_and_escapes():
         "\tGAG GAB|\\\r\n  ABA ABd| % bar 2\r\n"
     )
     tune = parse_tune(raw, "t")
-    assert tune.text == "X:3\nT:Caf\\'e 100\\%\nK:G\n GAG GAB|\\\n  ABA ABd|\n"
+    assert tune.text == "X:3\nT:Caf\\'e 100\\%\nK:G\nGAG GAB|\\\nABA ABd|\n"
     assert (tune.title, tune.key) == ("Caf\\'e 100\\%", "G")
 
 
@@ -245,3 +245,9 @@ def test_normalisation_is_idempotent_and_well_formed(raw):
     assert "\r" not in tune.text and "\t" not in tune.text
     assert "%" not in tune.text.replace("\\%", "")
     assert all(line == line.rstrip() for line in lines)
+
+
+def test_layout_padding_is_removed_from_music_lines():
+    raw = "X:7\nT:Padded\nK:G\n  G2   A2``B2 |  \"D7\"  c4 |]\n"
+    tune = parse_tune(raw, "pad.abc")
+    assert tune.text.splitlines()[-1] == 'G2 A2B2 | "D7" c4 |]'

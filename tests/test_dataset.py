@@ -11,7 +11,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from musicgen.dataset import encode_stream, make_dataset, split_tunes  # noqa: E402
+from musicgen.dataset import (  # noqa: E402
+    encode_stream,
+    make_dataset,
+    split_tunes,
+    tune_start_positions,
+)
 from musicgen.errors import CorpusError  # noqa: E402
 from musicgen.vocab import BOS, EOS, Vocabulary  # noqa: E402
 
@@ -160,3 +165,18 @@ def test_too_short_a_stream_is_a_corpus_error(fifty_tunes):
     ids = encode_stream(fifty_tunes[:1], vocab)
     with pytest.raises(CorpusError, match=r"only \d+ characters.*--seq-length"):
         make_dataset(ids, len(ids), 4, shuffle=True, repeat=True)
+
+
+def test_training_windows_also_start_at_every_tune(fifty_tunes):
+    # Generation starts a tune from a zero state and BOS, so training must show the model that.
+    vocab = Vocabulary.from_texts(t.text for t in fifty_tunes)
+    ids = encode_stream(fifty_tunes, vocab)
+    tune_starts = tune_start_positions(ids)
+    assert len(tune_starts) == len(fifty_tunes) and ids[tune_starts[0]] == BOS
+    dataset = make_dataset(ids, 64, 1, shuffle=True, seed=0, tune_starts=tune_starts)
+    firsts = [x.numpy()[0] for x, _ in dataset]
+    starting_with_bos = [w for w in firsts if w[0] == BOS]
+    usable = sum(int(s) + 65 <= len(ids) for s in tune_starts)
+    assert len(starting_with_bos) >= usable
+    header = vocab.encode("X:")
+    assert all(list(w[1:3]) == header for w in starting_with_bos)
