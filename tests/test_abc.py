@@ -248,6 +248,6 @@ def test_normalisation_is_idempotent_and_well_formed(raw):
 
 
 def test_layout_padding_is_removed_from_music_lines():
-    raw = "X:7\nT:Padded\nK:G\n  G2   A2``B2 |  \"D7\"  c4 |]\n"
+    raw = 'X:7\nT:Padded\nK:G\n  G2   A2``B2 |  "D7"  c4 |]\n'
     tune = parse_tune(raw, "pad.abc")
     assert tune.text.splitlines()[-1] == 'G2 A2B2 | "D7" c4 |]'

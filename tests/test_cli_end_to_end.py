@@ -49,7 +49,9 @@ def test_resume_continues_to_the_new_step_target(run_dir, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    result = CliRunner().invoke(main, ["train", "--run-dir", str(copy), "--resume", "--steps", "50"])
+    result = CliRunner().invoke(
+        main, ["train", "--run-dir", str(copy), "--resume", "--steps", "50"]
+    )
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 50
