@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,9 @@ def user_errors(command):
 @click.version_option(__version__, prog_name="musicgen")
 def main():
     """Learn folk music from ABC notation and write new tunes you can play."""
+    # TensorFlow's C++ log lines (oneDNN fallbacks, CUDA probing) mean nothing to a user; Python
+    # errors still surface. Set TF_CPP_MIN_LOG_LEVEL yourself to see them.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _latest_run(root: Path) -> Path:

@@ -60,9 +60,9 @@ class SampleConfig:
     """How tunes are drawn from a trained model."""
 
     num: int = 4
-    temperature: float = 0.9
+    temperature: float = 0.8
     top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1.0: off
+    top_p: float = 0.9  # 1.0: off
     max_length: int = 1200
     random_seed: int = 0
 
