@@ -54,3 +54,11 @@ def test_missing_soundfont(tmp_path):
 def test_render_missing_file(tmp_path):
     result = CliRunner().invoke(main, ["render", str(tmp_path / "x.abc")])
     _one_line_error(result, "x.abc")
+
+
+def test_train_on_a_missing_path_or_empty_folder(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "tunes.abc")])
+    _one_line_error(result, "tunes.abc")
+    result = CliRunner().invoke(main, ["train", "--data", str(tmp_path)])
+    _one_line_error(result, str(tmp_path))
+    assert not any(tmp_path.iterdir())  # nothing was written for a run that could not start
