@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from musicgen.abc import Tune, read_text_file, split_tunebook  # noqa: E402
 from musicgen.dataset import (  # noqa: E402
     encode_stream,
     make_dataset,
@@ -25,24 +25,9 @@ ONEILLS = Path(__file__).resolve().parents[1] / (
 )
 
 
-class Tune(NamedTuple):
-    """Stands in for musicgen.abc.Tune: the dataset reads only `text` and `source`."""
-
-    text: str
-    source: str
-
-
 def tunes_from(path: Path) -> list[Tune]:
-    """Splits a real tunebook at its X: lines."""
-    chunks: list[list[str]] = []
-    for line in path.read_text(encoding="latin-1").splitlines():
-        if line.startswith("X:"):
-            chunks.append([])
-        if chunks:
-            chunks[-1].append(line)
-    return [
-        Tune("\n".join(lines).strip() + "\n", f"{path.name}#{i}") for i, lines in enumerate(chunks)
-    ]
+    """The tunes of a real tunebook, through the real ingestion code."""
+    return split_tunebook(read_text_file(path), path.name)[0]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.util import event_pb2  # noqa: E402
 
 import musicgen.train as train_module  # noqa: E402
+from musicgen.abc import Tune, read_text_file, split_tunebook  # noqa: E402
 from musicgen.checkpoint import load_for_inference  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from musicgen.errors import CheckpointError, CorpusError, VocabularyError  # noqa: E402
@@ -39,24 +39,9 @@ TUNEBOOK = Path(__file__).resolve().parents[1] / (
 STEPS = 60
 
 
-class Tune(NamedTuple):
-    """Stands in for musicgen.abc.Tune: training reads only `text` and `source`."""
-
-    text: str
-    source: str
-
-
 def tunes_from(path: Path) -> list[Tune]:
-    """Splits a real tunebook at its X: lines."""
-    chunks: list[list[str]] = []
-    for line in path.read_text(encoding="latin-1").splitlines():
-        if line.startswith("X:"):
-            chunks.append([])
-        if chunks:
-            chunks[-1].append(line)
-    return [
-        Tune("\n".join(lines).strip() + "\n", f"{path.name}#{i}") for i, lines in enumerate(chunks)
-    ]
+    """The tunes of a real tunebook, through the real ingestion code."""
+    return split_tunebook(read_text_file(path), path.name)[0]
 
 
 TINY = RunConfig(
@@ -226,7 +211,12 @@ def test_resume_refuses_tunes_with_characters_outside_the_vocabulary(trained, tu
     _, reference_dir, _ = trained
     run_dir = tmp_path / "copy"
     shutil.copytree(reference_dir, run_dir)
-    strange = [*tunes, Tune(tunes[0].text.replace("K:", "K:\u00e9\u00df"), "made-up")]
+    strange = [
+        *tunes,
+        dataclasses.replace(
+            tunes[0], text=tunes[0].text.replace("K:", "K:\u00e9\u00df"), source="made-up"
+        ),
+    ]
     with pytest.raises(VocabularyError, match="lacks"):
         train(TINY, strange, run_dir, resume=True, progress=False, log=lambda _: None)
 
