@@ -54,6 +54,8 @@ _INLINE_FIELD = re.compile(r"\[([A-Za-z]):[^\]\n]*\]")
 _NOT_NOTES = re.compile(r'"[^"\n]*"|![^!\n]*!|\+[^+\s]*\+|\[[A-Za-z]:[^\]\n]*\]')
 _NOTE = re.compile(r"[A-Ga-g]")
 _SPACES = re.compile(r" {2,}")
+_MAIL_ENCODED = re.compile(r"=(?:\r?\n|20|09|3D)")
+_MAIL_ESCAPE = re.compile(r"=(20|09|3D)")
 
 
 @dataclass(frozen=True)
@@ -107,12 +109,29 @@ def read_text_file(path: str | Path) -> str:
             f"{path}: not a text file (it holds NUL bytes); remove it or pass ABC text files only",
             "binary",
         )
+    return undo_mail_encoding(_decode(data))
+
+
+def _decode(data: bytes) -> str:
     for encoding in ("utf-8-sig", "cp1252"):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:
             pass
     return data.decode("latin-1")
+
+
+def undo_mail_encoding(text: str) -> str:
+    """Repairs text that went through e-mail's quoted-printable encoding, as some tunebooks did.
+
+    The signs are a line ending in `=` (a soft line break) or `=20`/`=09`/`=3D` (an encoded space,
+    tab or equals sign); none of them is valid ABC, where `=` is a natural and must precede a note.
+    Text without those signs is returned unchanged.
+    """
+    if not _MAIL_ENCODED.search(text):
+        return text
+    text = re.sub(r"=\r?\n", "", text)
+    return _MAIL_ESCAPE.sub(lambda m: chr(int(m[1], 16)), text)
 
 
 def split_tunebook(text: str, source: str) -> tuple[list[Tune], list[ParseError]]:

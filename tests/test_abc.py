@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from musicgen.abc import Tune, header_fields, parse_tune, read_text_file, split_tunebook
+from musicgen.abc import (
+    Tune,
+    header_fields,
+    parse_tune,
+    read_text_file,
+    split_tunebook,
+    undo_mail_encoding,
+)
 from musicgen.errors import ParseError
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"
@@ -251,3 +258,26 @@ def test_layout_padding_is_removed_from_music_lines():
     raw = 'X:7\nT:Padded\nK:G\n  G2   A2``B2 |  "D7"  c4 |]\n'
     tune = parse_tune(raw, "pad.abc")
     assert tune.text.splitlines()[-1] == 'G2 A2B2 | "D7" c4 |]'
+
+
+def test_mail_encoded_tunebook_is_repaired():
+    # Ryan's Mammoth has files that went through quoted-printable e-mail encoding.
+    from musicgen.corpus import default_corpus_files
+    from musicgen.render import abc_to_performance
+
+    path = next(
+        p for label, p in default_corpus_files() if label.endswith("BellsOfLewistonReel.abc")
+    )
+    raw = path.read_text(encoding="latin-1")
+    assert "=20" in raw
+    tunes, errors = split_tunebook(read_text_file(path), path.name)
+    assert not errors and len(tunes) == 1
+    assert "=20" not in tunes[0].text
+    assert not any(line.endswith("=") for line in tunes[0].text.splitlines())
+    assert len(abc_to_performance(tunes[0].text).notes) > 50
+
+
+def test_natural_signs_are_not_mistaken_for_mail_encoding():
+    text = "X:1\nK:G\n=F2 =c2 ^f=f|\n"
+    assert undo_mail_encoding(text) == text
+    assert undo_mail_encoding("ab =\ncd =20|") == "ab cd  |"

@@ -219,3 +219,12 @@ def test_default_corpus_without_music21_is_a_corpus_error(monkeypatch):
     monkeypatch.setattr(corpus.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CorpusError, match="music21 package, which is not installed"):
         load_corpus()
+
+
+def test_vocabulary_round_trips_every_kept_tune(default_corpus):
+    from musicgen.vocab import Vocabulary
+
+    tunes, _ = default_corpus
+    vocab = Vocabulary.from_texts(t.text for t in tunes)
+    assert 60 < len(vocab) < 140
+    assert all(vocab.decode(vocab.encode_tune(t.text)) == t.text for t in tunes)
