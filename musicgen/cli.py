@@ -205,16 +205,11 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
             layers=_pick(options["layers"], model.layers),
             dropout=_pick(options["dropout"], model.dropout),
         )
-    train_fields = {
-        "steps": "steps",
-        "batch_size": "batch_size",
-        "learning_rate": "learning_rate",
-        "eval_every": "eval_every",
-        "checkpoint_every": "checkpoint_every",
-        "random_seed": "random_seed",
-        "mixed_precision": "mixed_precision",
-    }
-    updates = {f: options[o] for o, f in train_fields.items() if options[o] is not None}
+    train_fields = (
+        "steps", "batch_size", "learning_rate", "eval_every", "checkpoint_every",
+        "random_seed", "mixed_precision",
+    )  # fmt: skip
+    updates = {name: options[name] for name in train_fields if options[name] is not None}
     train_cfg = dataclasses.replace(train_cfg, **updates)
     return RunConfig(data=data, model=model, train=train_cfg)
 
