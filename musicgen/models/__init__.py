@@ -2,6 +2,8 @@
 
 - `initial_state(batch_size)`: the state before the first token (a nest of tensors), and
 - `step(token_ids, state) -> (logits, state)`: one token per sequence, (batch,) -> (batch, vocab),
+- `sequence_logits(token_ids)`: (batch, time) -> (batch, time, vocab) logits for whole sequences of
+  any length, read from the start-of-tune state (for scoring tunes),
 
 so the sampler can run them inside one compiled loop without knowing which model it drives.
 """

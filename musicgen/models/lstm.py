@@ -72,6 +72,11 @@ class LSTMLanguageModel(keras.Model):
         logits = self.to_logits(x)
         return (logits, tuple(new_state)) if return_state else logits
 
+    def sequence_logits(self, token_ids):
+        """Logits (batch, time, vocab) for whole sequences of any length, read from the zero
+        state: how a tune is scored from its start."""
+        return self(token_ids)
+
     def initial_state(self, batch_size):
         """Zero (h, c) for every layer: a tuple of pairs of (batch, units) tensors."""
         zeros = ops.zeros((batch_size, self.config.units), dtype=self.compute_dtype)
