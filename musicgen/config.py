@@ -14,7 +14,7 @@ from pathlib import Path
 from musicgen.errors import CheckpointError
 
 CONFIG_VERSION = 1
-MODEL_KINDS = ("lstm",)
+MODEL_KINDS = ("lstm", "transformer")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the network. `vocab_size` is filled in from the vocabulary."""
+    """Shape of the network. `vocab_size` is filled in from the vocabulary.
+
+    `embedding_dim` and `units` size the LSTM; `d_model`, `heads`, `ff_dim` and `context` the
+    Transformer; `layers` and `dropout` both. Use `ModelConfig.defaults(kind)` for a family's
+    defaults (the Transformer's differ in `layers`).
+    """
 
     kind: str = "lstm"
     vocab_size: int = 0
@@ -36,6 +41,20 @@ class ModelConfig:
     units: int = 384
     layers: int = 2
     dropout: float = 0.1
+    d_model: int = 192
+    heads: int = 4
+    ff_dim: int = 768
+    context: int = 256
+
+    @classmethod
+    def defaults(cls, kind: str) -> ModelConfig:
+        """The default sizes of model family `kind`."""
+        if kind == "transformer":
+            return cls(kind=kind, layers=TRANSFORMER_LAYERS)
+        return cls(kind=kind)
+
+
+TRANSFORMER_LAYERS = 4
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     random_seed: int = 1234
     mixed_precision: bool = False
+    xla: bool = False  # compile the train step with XLA (jit_compile)
 
 
 @dataclass(frozen=True)

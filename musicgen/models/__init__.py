@@ -21,4 +21,8 @@ def build_model(config: ModelConfig):
         from musicgen.models.lstm import LSTMLanguageModel
 
         return LSTMLanguageModel(config)
+    if config.kind == "transformer":
+        from musicgen.models.transformer import TransformerLanguageModel
+
+        return TransformerLanguageModel(config)
     raise ValueError(f"unknown model kind {config.kind!r}")
