@@ -102,11 +102,19 @@ def train_ours(work_dir: Path, settings: Settings, same_size: bool) -> dict:
     using the per-interval rates train() writes to metrics.jsonl; train()'s own figure, which leaves
     out only the first step, is reported beside it.
     """
+    config = _train_config(settings, same_size)
+    return measure_training(work_dir, settings, config, "same" if same_size else "default")
+
+
+def measure_training(work_dir: Path, settings: Settings, config, label: str) -> dict:
+    """Trains `config` on the benchmark tunes and times the steps after the warm-up ones.
+
+    `config.train.steps` should be `settings.train_warmup_steps + settings.train_steps`.
+    """
     from musicgen.train import read_metrics, train
 
-    config = _train_config(settings, same_size)
     chars_per_step = config.train.batch_size * config.data.seq_length
-    run_dir = work_dir / f"run-{'same' if same_size else 'default'}-{time.monotonic_ns()}"
+    run_dir = work_dir / f"run-{label}-{time.monotonic_ns()}"
     messages: list[str] = []
 
     def keep_and_log(message: str) -> None:

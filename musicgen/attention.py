@@ -95,12 +95,13 @@ def _heat_map_png(weights: np.ndarray, labels: list[str], title: str) -> bytes:
     from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
 
     time = len(labels)
-    side = min(40.0, max(4.0, 0.09 * time + 1.5))  # inches: about 6 pixels a character at 72 dpi
+    cell = min(0.2, 36.0 / time)  # inches a character: 13 pixels up to 276 characters
+    side = max(4.0, cell * time + 2.0)
     figure = Figure(figsize=(side + 1.0, side), dpi=100)
     axes = figure.add_subplot()
     # A square-root colour scale keeps weak but real attention visible beside the strong.
     image = axes.imshow(weights, cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))
-    font = max(3.0, min(8.0, 600.0 / time))
+    font = max(3.0, min(9.0, cell * 72 * 0.8))  # points: a label fills most of its cell
     axes.set_xticks(range(time), labels, fontsize=font, family="DejaVu Sans")
     axes.set_yticks(range(time), labels, fontsize=font, family="DejaVu Sans")
     axes.tick_params(length=0, pad=1)

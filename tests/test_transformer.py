@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,44 @@ def test_cli_refuses_attention_maps_for_an_lstm(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("musicgen: error: attention maps")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", ["mixed_precision", "xla"])
+def test_precision_and_xla_flags_train_the_transformer(tmp_path, flag):
+    # bfloat16 on this CPU (float16 with loss scaling on a GPU); XLA compiles the same train step.
+    tunes = split_tunebook(read_text_file(TUNEBOOK), TUNEBOOK.name)[0]
+    plain = tiny_run_config(steps=10)
+    flagged = dataclasses.replace(plain, train=dataclasses.replace(plain.train, **{flag: True}))
+    quiet = {"progress": False, "log": lambda m: None}
+    expected = train(plain, tunes, tmp_path / "plain", **quiet)
+    result = train(flagged, tunes, tmp_path / flag, **quiet)
+    # XLA reorders float32 arithmetic a little; bfloat16 keeps about 3 significant digits.
+    tolerance = 0.02 if flag == "xla" else 0.15
+    assert result.train_loss == pytest.approx(expected.train_loss, abs=tolerance)
+    assert tf.keras.mixed_precision.global_policy().name == "float32"
+    model, vocab, _ = load_for_inference(tmp_path / flag)
+    ids = tf.constant([[BOS, *vocab.encode(tunes[0].text[:40])]], tf.int32)
+    assert np.abs(stepwise_logits(model, ids) - model(ids).numpy()).max() < 1e-4
+
+
+def test_resumed_transformer_run_ends_with_the_uninterrupted_weights(tmp_path):
+    # Every block's weights and the optimizer's slots must be in the checkpoint for this to hold.
+    tunes = split_tunebook(read_text_file(TUNEBOOK), TUNEBOOK.name)[0]
+    quiet = {"progress": False, "log": lambda m: None}
+    whole = train(tiny_run_config(), tunes, tmp_path / "whole", **quiet)
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "whole", resumed_dir)
+    ckpt_dir = resumed_dir / "ckpt"
+    for path in ckpt_dir.glob("ckpt-30.*"):
+        path.unlink()
+    # The index TensorFlow's CheckpointManager reads, as it was right after step 15.
+    index = 'model_checkpoint_path: "ckpt-15"\nall_model_checkpoint_paths: "ckpt-15"\n'
+    (ckpt_dir / "checkpoint").write_text(index)
+    resumed = train(tiny_run_config(), tunes, resumed_dir, resume=True, **quiet)
+    assert (resumed.step, resumed.steps_run) == (30, 15)
+    expected = tf.train.load_checkpoint(whole.checkpoint)
+    actual = tf.train.load_checkpoint(resumed.checkpoint)
+    names = [n for n in expected.get_variable_to_shape_map() if n.startswith("model_weights/")]
+    assert any("block_1" in n for n in names)
+    for name in names:
+        np.testing.assert_array_equal(actual.get_tensor(name), expected.get_tensor(name), name)
