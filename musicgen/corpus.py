@@ -3,13 +3,15 @@
 With no paths the corpus is the traditional tunes that ship inside the installed music21 package
 (O'Neill's 1850, Ryan's Mammoth Collection, Aird's Airs and a folk miscellany), read straight from
 its `corpus` folder with no network and without importing music21. Otherwise the paths may be any
-mix of ABC files and folders; folders are searched recursively for `*.abc`, skipping hidden files
-and folders, in sorted order so the corpus is the same on every run. A file named explicitly is read
-as ABC whatever its extension, except MIDI, which is not supported yet.
+mix of ABC files, MIDI files and folders; folders are searched recursively for `*.abc`, `*.mid` and
+`*.midi`, skipping hidden files and folders, in sorted order so the corpus is the same on every run.
+A `.mid` or `.midi` file becomes one tune through `midi_in.midi_to_tune` (its melody, as ABC); any
+other file named explicitly is read as ABC whatever its extension.
 
 One bad tune or file never sinks a corpus: each is counted under a short reason and kept as a
-ParseError in the report. Tunes that are identical after normalisation, ignoring their `X:` number,
-are kept once, the first time they are seen.
+ParseError in the report (a bad MIDI file under one of `midi_in.MIDI_REASONS`). Tunes that are
+identical after normalisation, ignoring their `X:` number, are kept once, the first time they are
+seen.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from pathlib import Path
 
 from musicgen.abc import Tune, read_text_file, split_tunebook
 from musicgen.errors import CorpusError, ParseError
+from musicgen.midi_in import DEFAULT_GRID, MIDI_REASONS, MIDI_SUFFIXES, midi_to_tune
 
 DEFAULT_COLLECTIONS = ("oneills1850", "ryansMammoth", "airdsAirs", "miscFolk")
 # Reasons that skip a whole file rather than one tune.
-FILE_REASONS = frozenset({"binary", "unreadable", "no-tunes"})
-MIDI_SUFFIXES = (".mid", ".midi")
+FILE_REASONS = frozenset({"binary", "unreadable", "no-tunes"}) | MIDI_REASONS
+CORPUS_SUFFIXES = (".abc", *MIDI_SUFFIXES)
 
 
 @dataclass
@@ -41,6 +44,7 @@ class CorpusReport:
         skipped: reason -> count, for tunes (e.g. "duplicate", "no-key") and for whole files
             (the reasons in FILE_REASONS).
         errors: one ParseError per skipped tune or file, in reading order.
+        midi_files: MIDI files converted into a tune (counted in `files` too).
     """
 
     files: int
@@ -48,6 +52,11 @@ class CorpusReport:
     kept: int
     skipped: Counter
     errors: list[ParseError] = field(default_factory=list, repr=False)
+    midi_files: int = 0
+
+    def file_errors(self) -> list[ParseError]:
+        """The errors that skipped a whole file (unreadable, binary, a bad MIDI file...)."""
+        return [error for error in self.errors if error.reason in FILE_REASONS]
 
     def summary(self) -> str:
         """One line, or two when whole files were skipped, e.g.
@@ -92,29 +101,34 @@ def default_corpus_files() -> list[tuple[str, Path]]:
     return files
 
 
-def load_corpus(paths: Sequence[str | Path] | None = None) -> tuple[list[Tune], CorpusReport]:
+def load_corpus(
+    paths: Sequence[str | Path] | None = None, grid: int = DEFAULT_GRID
+) -> tuple[list[Tune], CorpusReport]:
     """Reads every tune of the corpus, normalised, without duplicates.
 
     Args:
-        paths: ABC files and folders; None or empty for the default corpus.
+        paths: ABC files, MIDI files and folders; None or empty for the default corpus.
+        grid: steps a quarter note that MIDI onsets are quantised to (see `midi_in`).
 
     Returns:
         The kept tunes in reading order, and a report of what was read and skipped.
 
     Raises:
-        CorpusError: a path does not exist, is a MIDI file, or is a folder without .abc files; or
-            no usable tune was found at all.
+        CorpusError: a path does not exist or is a folder without .abc or MIDI files; or no usable
+            tune was found at all (for a single file, the message says what is wrong with it).
     """
     files = _user_files(paths) if paths else default_corpus_files()
     tunes: list[Tune] = []
     errors: list[ParseError] = []
     first_source: dict[str, str] = {}  # text without its X: line -> source of the kept tune
+    midi_files = 0
     for label, path in files:
         try:
-            file_tunes, file_errors = split_tunebook(read_text_file(path), label)
+            file_tunes, file_errors = _read_file(label, path, grid)
         except ParseError as error:
             errors.append(error)
             continue
+        midi_files += path.suffix.lower() in MIDI_SUFFIXES
         errors += file_errors
         for tune in file_tunes:
             music = tune.text.partition("\n")[2]
@@ -124,9 +138,28 @@ def load_corpus(paths: Sequence[str | Path] | None = None) -> tuple[list[Tune], 
                 first_source[music] = tune.source
                 tunes.append(tune)
     report = _report(len(files), tunes, errors)
+    report.midi_files = midi_files
     if not tunes:
         raise CorpusError(_nothing_usable(files, report))
     return tunes, report
+
+
+def _read_file(label: str, path: Path, grid: int) -> tuple[list[Tune], list[ParseError]]:
+    """The tunes of one file and the errors of its skipped tunes; a ParseError skips the file."""
+    if path.suffix.lower() in MIDI_SUFFIXES:
+        return [midi_to_tune(path, source=label, grid=grid)], []
+    return split_tunebook(read_text_file(path), label)
+
+
+def tunebook_text(tunes: Sequence[Tune]) -> str:
+    """One ABC tunebook of `tunes`, numbered X:1, X:2... in order, each after a `%` comment line
+    naming its source (comments are dropped when the tunebook is read back)."""
+    blocks = []
+    for number, tune in enumerate(tunes, start=1):
+        music = tune.text.partition("\n")[2]
+        source = " ".join(tune.source.split())
+        blocks.append(f"% source: {source}\nX:{number}\n{music}")
+    return "\n".join(blocks)
 
 
 def _count(n: int, noun: str) -> str:
@@ -141,7 +174,7 @@ def _reasons(counts: Counter) -> str:
 
 
 def _user_files(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
-    """(label, path) for each ABC file named or found in a named folder, each file once."""
+    """(label, path) for each file named or found in a named folder, each file once."""
     found: dict[Path, tuple[str, Path]] = {}
     for given in paths:
         for path in _expand(Path(given)):
@@ -153,29 +186,26 @@ def _expand(path: Path) -> list[Path]:
     if not path.exists():
         raise CorpusError(f"{path}: no such file or folder; check the --data path")
     if path.is_dir():
-        files = _abc_files_in(path)
+        files = _abc_files_in(path, CORPUS_SUFFIXES)
         if not files:
             raise CorpusError(
-                f"{path}: folder holds no .abc files; put ABC tunebooks in it or pass another path"
+                f"{path}: folder holds no .abc, .mid or .midi files; put tunebooks or MIDI files "
+                "in it or pass another path"
             )
         return files
-    if path.suffix.lower() in MIDI_SUFFIXES:
-        raise CorpusError(
-            f"{path}: MIDI files are not supported yet; convert it to ABC (e.g. with midi2abc) "
-            "and pass the .abc file"
-        )
     return [path]
 
 
-def _abc_files_in(folder: Path) -> list[Path]:
-    """The .abc files under `folder`, any depth, hidden files and folders excluded, sorted."""
+def _abc_files_in(folder: Path, suffixes: tuple[str, ...] = (".abc",)) -> list[Path]:
+    """The files under `folder` ending in `suffixes` (any case), any depth, hidden files and
+    folders excluded, sorted."""
     files = []
     for parent, folders, names in os.walk(folder):
         folders[:] = [name for name in folders if not name.startswith(".")]
         files += [
             Path(parent, name)
             for name in names
-            if name.lower().endswith(".abc") and not name.startswith(".")
+            if name.lower().endswith(suffixes) and not name.startswith(".")
         ]
     return sorted(files)
 
@@ -193,7 +223,8 @@ def _report(files: int, tunes: list[Tune], errors: list[ParseError]) -> CorpusRe
 def _nothing_usable(files: list[tuple[str, Path]], report: CorpusReport) -> str:
     if len(files) == 1 and report.errors:
         return f"no usable tune: {report.errors[0]}"
+    first = f"; first: {report.errors[0]}" if report.errors else ""
     return (
         f"no usable tune in {len(files)} files ({report.summary().replace(chr(10), '; ')}); "
-        "pass ABC tunebooks whose tunes have X:, K: and notes"
+        f"pass ABC tunebooks whose tunes have X:, K: and notes, or MIDI files with a melody{first}"
     )

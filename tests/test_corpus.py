@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,8 +14,12 @@ import pytest
 
 from musicgen import corpus
 from musicgen.abc import HEADER_FIELDS, parse_tune
-from musicgen.corpus import DEFAULT_COLLECTIONS, default_corpus_files, load_corpus
+from musicgen.corpus import DEFAULT_COLLECTIONS, default_corpus_files, load_corpus, tunebook_text
 from musicgen.errors import CorpusError
+from musicgen.render import abc_to_midi
+
+sys.path.insert(0, str(Path(__file__).parent))
+import midi_samples  # noqa: E402
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"
 SOURCE = re.compile(r"^music21:(oneills1850|ryansMammoth|airdsAirs|miscFolk)/[^#]+\.abc#X:\d+$")
@@ -123,15 +128,17 @@ def test_folders_are_searched_recursively_in_sorted_order(tmp_path):
     _write_midi(tmp_path / "b" / "tune.mid")
     (tmp_path / "b" / "notes.txt").write_text("X:1\nK:G\nabc\n", encoding="utf-8")
     tunes, report = load_corpus([tmp_path])
-    assert report.files == 2
+    assert (report.files, report.midi_files) == (3, 1)
     assert [t.title for t in tunes] == [
         "Lone",
         "Fare You Well",
         "HEY, CA' THRO' -- JIG",
         "Norman Toy",
         "My Wifes a Wanton wee thing.",
+        "tune",
     ]
     assert tunes[1].source == f"{tmp_path / 'b' / 'deeper' / 'book.abc'}#X:2"
+    assert tunes[-1].source == f"{tmp_path / 'b' / 'tune.mid'}#track:1"
 
 
 def test_mixed_files_and_folders_read_each_file_once(tmp_path):
@@ -178,18 +185,93 @@ def test_nonexistent_path_is_a_corpus_error(tmp_path):
         load_corpus([TUNEBOOK, tmp_path / "nowhere.abc"])
 
 
-def test_folder_without_abc_files_is_a_corpus_error(tmp_path):
-    _write_midi(tmp_path / "tune.mid")
+def test_folder_without_abc_or_midi_files_is_a_corpus_error(tmp_path):
     (tmp_path / "tune.txt").write_text("X:1\nK:G\nabc\n", encoding="utf-8")
-    message = f"{re.escape(str(tmp_path))}: folder holds no .abc files"
+    (tmp_path / ".hidden.mid").write_bytes(b"")
+    message = f"{re.escape(str(tmp_path))}: folder holds no .abc, .mid or .midi files"
     with pytest.raises(CorpusError, match=message):
         load_corpus([tmp_path])
 
 
+# ------------------------------------------------------------------------------------------------
+# MIDI files
+
+
 @pytest.mark.parametrize("name", ["tune.mid", "TUNE.MIDI"])
-def test_explicit_midi_file_is_not_supported_yet(tmp_path, name):
-    with pytest.raises(CorpusError, match="MIDI files are not supported yet"):
-        load_corpus([_write_midi(tmp_path / name)])
+def test_explicit_midi_file_becomes_one_tune(tmp_path, name):
+    tunes, report = load_corpus([_write_midi(tmp_path / name)])
+    assert (report.files, report.midi_files, report.kept) == (1, 1, 1)
+    assert tunes[0].text.endswith("K:D\nD2|]\n")
+    assert report.summary() == "read 1 tune from 1 file: kept 1, skipped 0"
+
+
+def test_midi_and_abc_mixed_feed_the_same_vocabulary(tmp_path, default_corpus):
+    """Real tunes through musicgen's MIDI writer, read back beside an ABC tunebook: every converted
+    tune uses only characters the bundled corpus already has."""
+    from musicgen.vocab import Vocabulary
+
+    corpus_tunes, _ = default_corpus
+    (tmp_path / "midi").mkdir()
+    for index, tune in enumerate(corpus_tunes[10::450]):
+        abc_to_midi(tune.text, tmp_path / "midi" / f"{index:02d}.midi")
+    shutil.copy(TUNEBOOK, tmp_path / "book.abc")
+    tunes, report = load_corpus([tmp_path])
+    converted = [t for t in tunes if "#track:" in t.source]
+    assert report.midi_files == len(converted) == len(corpus_tunes[10::450])
+    assert report.kept == len(converted) + 4
+    vocab = Vocabulary.from_texts(t.text for t in corpus_tunes)
+    assert all(not vocab.unknown_characters(t.text) for t in converted)
+    assert all(parse_tune(t.text, t.source) == t for t in converted)
+
+
+def test_bad_midi_files_among_good_ones_are_skipped_and_counted(tmp_path):
+    shutil.copy(TUNEBOOK, tmp_path / "book.abc")
+    for kind in midi_samples.BAD_KINDS:
+        midi_samples.bad_midi(tmp_path, kind)
+    tunes, report = load_corpus([tmp_path])
+    assert report.kept == len(tunes) == 4
+    assert report.files == 1 + len(midi_samples.BAD_KINDS) and report.midi_files == 0
+    assert report.skipped == Counter(
+        {"no-key": 1, "no-notes": 1, "duplicate": 1}
+        | Counter(midi_samples.BAD_REASONS[kind] for kind in midi_samples.BAD_KINDS)
+    )
+    lines = report.summary().splitlines()
+    assert lines[0] == (
+        "read 7 tunes from 12 files: kept 4, skipped 3 (duplicate 1, no-key 1, no-notes 1)"
+    )
+    assert lines[1] == (
+        "skipped 11 files (midi-bad-tempo 2, midi-too-large 2, midi-corrupt 1, midi-drums-only 1, "
+        "midi-no-notes 1, midi-smpte 1, midi-too-long 1, midi-truncated 1, midi-type-2 1)"
+    )
+    assert len(report.file_errors()) == len(midi_samples.BAD_KINDS)
+    assert all(str(e).startswith(str(tmp_path)) for e in report.file_errors())
+
+
+@pytest.mark.parametrize("kind", midi_samples.BAD_KINDS)
+def test_single_bad_midi_file_is_a_corpus_error_naming_it(tmp_path, kind):
+    path = midi_samples.bad_midi(tmp_path, kind)
+    with pytest.raises(CorpusError, match=rf"no usable tune: {re.escape(str(path))}: .+; .+"):
+        load_corpus([path])
+
+
+def test_folder_of_bad_midi_files_says_what_the_first_problem_is(tmp_path):
+    midi_samples.bad_midi(tmp_path, "drums-only")
+    midi_samples.bad_midi(tmp_path, "no-notes")
+    with pytest.raises(CorpusError, match=r"no usable tune in 2 files .*first: .*drums-only\.mid"):
+        load_corpus([tmp_path])
+
+
+def test_tunebook_text_numbers_tunes_and_reads_back(tmp_path):
+    tunes, _ = load_corpus([TUNEBOOK, _write_midi(tmp_path / "tune.mid")])
+    text = tunebook_text(tunes)
+    assert [line for line in text.splitlines() if line.startswith("X:")] == [
+        f"X:{n}" for n in range(1, len(tunes) + 1)
+    ]
+    assert f"% source: {tmp_path / 'tune.mid'}#track:1" in text
+    book = tmp_path / "book.abc"
+    book.write_text(text, encoding="utf-8")
+    again, report = load_corpus([book])
+    assert [t.text.partition("\n")[2] for t in again] == [t.text.partition("\n")[2] for t in tunes]
 
 
 def test_single_file_with_nothing_usable_is_a_corpus_error(tmp_path):
