@@ -93,7 +93,8 @@ def read_text_file(path: str | Path) -> str:
 
     Raises:
         ParseError: reason "binary" if the file holds NUL bytes (and is not UTF-16 with a byte-order
-            mark), reason "unreadable" if it cannot be opened or read.
+            mark) or is UTF-16 that does not decode, reason "unreadable" if it cannot be opened or
+            read.
     """
     try:
         data = Path(path).read_bytes()
@@ -103,7 +104,14 @@ def read_text_file(path: str | Path) -> str:
             "unreadable",
         ) from error
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16")
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as error:
+            raise ParseError(
+                f"{path}: UTF-16 text cut short or damaged ({error.reason} at byte {error.start}); "
+                "save it again, as UTF-8",
+                "binary",
+            ) from None
     if b"\0" in data:
         raise ParseError(
             f"{path}: not a text file (it holds NUL bytes); remove it or pass ABC text files only",

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from musicgen.config import RunConfig
@@ -70,9 +73,133 @@ def latest_checkpoint(run_dir: Path) -> str | None:
     """The prefix of the newest complete checkpoint in `run_dir` (".../ckpt/ckpt-200"), or None.
 
     TensorFlow names a checkpoint in its `ckpt/checkpoint` index file only after the checkpoint's
-    data and index files are written, so the prefix returned here is never half-written.
+    data and index files are written, and writes that file under a temporary name then renames it,
+    so the prefix returned here is never half-written by a crash or a `kill -9` (a bad disk or a
+    power cut can still damage it: `usable_checkpoint` checks the data too).
     """
     return tf.train.latest_checkpoint(str(RunPaths(Path(run_dir)).checkpoints))
+
+
+def checkpoint_candidates(run_dir: Path) -> list[str]:
+    """The checkpoints of a run, newest first, as prefixes (".../ckpt/ckpt-200").
+
+    Taken from the `ckpt/checkpoint` index file; when that file is missing or unreadable, from
+    the `ckpt-<step>.index` files present, by step.
+    """
+    directory = RunPaths(Path(run_dir)).checkpoints
+    state = tf.train.get_checkpoint_state(str(directory)) if directory.is_dir() else None
+    if state is not None and state.model_checkpoint_path:
+        listed = [state.model_checkpoint_path, *reversed(state.all_model_checkpoint_paths)]
+        prefixes = [p if os.path.isabs(p) else str(directory / p) for p in listed]
+        present = [p for p in dict.fromkeys(prefixes) if Path(p + ".index").exists()]
+        if present:
+            return present
+    found = []
+    for index_file in directory.glob("ckpt-*.index"):
+        number = index_file.name[len("ckpt-") : -len(".index")]
+        if number.isdigit():
+            found.append((int(number), str(index_file)[: -len(".index")]))
+    return [prefix for _, prefix in sorted(found, reverse=True)]
+
+
+def verify_checkpoint(prefix: str) -> None:
+    """Reads every tensor of a checkpoint, which checks each one against its stored CRC32C.
+
+    Raises:
+        CheckpointError: a file is missing, truncated or damaged.
+    """
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as exc:
+        # A truncated data file surfaces as IndexError ("Read less bytes than requested").
+        raise CheckpointError(f"{prefix}: damaged ({_first_line(exc)})") from None
+
+
+def usable_checkpoint(run_dir: Path, warn: Callable[[str], object] | None = None) -> str | None:
+    """The newest checkpoint of a run whose files all read back intact, or None if there is none.
+
+    A damaged newer checkpoint (cut short, corrupted on disk) is skipped with a one-line warning.
+
+    Args:
+        run_dir: the run directory.
+        warn: where the warning goes; defaults to stderr.
+
+    Raises:
+        CheckpointError: there are checkpoints but every one of them is damaged.
+    """
+    warn = warn or _print_to_stderr
+    candidates = checkpoint_candidates(run_dir)
+    problems = []
+    for prefix in candidates:
+        try:
+            verify_checkpoint(prefix)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        if problems:
+            warn(
+                f"warning: {problems[0]}; using the previous checkpoint {prefix} "
+                f"({len(problems)} newer one{'s' if len(problems) > 1 else ''} skipped)"
+            )
+        return prefix
+    if problems:
+        raise CheckpointError(
+            f"{problems[0]}; no intact checkpoint in {RunPaths(Path(run_dir)).checkpoints} "
+            f"({len(problems)} tried): train again from the start or restore them from a backup"
+        )
+    return None
+
+
+def sync_checkpoint(prefix: str) -> None:
+    """Flushes a just-written checkpoint and the `checkpoint` index file to the disk.
+
+    TensorFlow closes its files without fsync; a kill cannot lose them (they are in the page
+    cache), but a power cut could. Syncing the data, then the directory, keeps that window short.
+    """
+    directory = Path(prefix).parent
+    for path in [*directory.glob(Path(prefix).name + ".*"), directory / "checkpoint"]:
+        _fsync(path, os.O_RDONLY)
+    _fsync(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync(path: Path, flags: int) -> None:
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return  # swept away meanwhile, or a platform that cannot open directories
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on directories
+    finally:
+        os.close(fd)
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Deletes what a killed process leaves behind: temporary checkpoint folders and files.
+
+    These are TensorFlow's `ckpt-<step>_temp/` folders (a checkpoint being written) and
+    `checkpoint.tmp<hex>` files (the index being replaced), and `musicgen.files`' `.NAME.*.tmp`
+    files. None of them is ever read.
+
+    Returns:
+        The paths removed.
+    """
+    paths = RunPaths(Path(run_dir))
+    leftovers = [*paths.checkpoints.glob("ckpt-*_temp"), *paths.checkpoints.glob("checkpoint.tmp*")]
+    leftovers += [p for p in paths.root.glob(".*.tmp") if p.is_file()]
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return leftovers
+
+
+def _print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def prepare_run_dir(run_dir: Path, config: RunConfig, vocab: Vocabulary, *, resume: bool) -> None:
@@ -296,24 +423,26 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_for_inference(run_dir: Path):
-    """Rebuilds the model of a run from `config.json` and restores its latest weights.
+def load_for_inference(run_dir: Path, warn: Callable[[str], object] | None = None):
+    """Rebuilds the model of a run from `config.json` and restores its latest intact weights.
 
-    Reads only JSON and TensorFlow checkpoint files; never runs code from the directory.
+    Reads only JSON and TensorFlow checkpoint files; never runs code from the directory. A damaged
+    latest checkpoint is skipped, with a warning, for the newest intact one before it.
 
     Args:
         run_dir: a directory written by `musicgen.train.train`.
+        warn: where a one-line warning about a skipped checkpoint goes; defaults to stderr.
 
     Returns:
         (model, vocab, config): a float32 Keras model ready for `model(ids)` or `model.step`.
 
     Raises:
-        CheckpointError: a file is missing or bad, there is no checkpoint yet, or the weights do not
-            fit the model that config.json and vocab.json describe.
+        CheckpointError: a file is missing or bad, there is no intact checkpoint, or the weights do
+            not fit the model that config.json and vocab.json describe.
     """
     paths = RunPaths(Path(run_dir))
     config, vocab = load_run(paths.root)
-    checkpoint_path = latest_checkpoint(paths.root)
+    checkpoint_path = usable_checkpoint(paths.root, warn)
     if checkpoint_path is None:
         raise CheckpointError(
             f"{paths.checkpoints}: no checkpoint; train the model first (or wait for its first "

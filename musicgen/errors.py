@@ -43,3 +43,7 @@ class RenderError(MusicgenError):
 
 class AudioError(MusicgenError):
     """A MIDI file cannot be turned into audio or played."""
+
+
+class TrainingError(MusicgenError):
+    """Training cannot go on, e.g. the loss became NaN; the last good checkpoint is kept."""

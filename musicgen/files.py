@@ -9,8 +9,10 @@ import unicodedata
 from pathlib import Path
 
 MAX_STEM_LENGTH = 60
-# Names Windows reserves for devices, whatever the extension.
-_RESERVED = {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(1, 10)}
+# Names Windows reserves for devices, whatever the extension (COM0 and LPT0 too, on recent Windows).
+_RESERVED = {"con", "prn", "aux", "nul", "conin", "conout", "clock"} | {
+    f"{port}{i}" for port in ("com", "lpt") for i in range(10)
+}
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -25,8 +27,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         # mkstemp creates the file 0600; give it the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A failed write (a full disk) names no file: name the one we were writing.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -43,13 +48,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 def safe_stem(title: str, fallback: str = "tune") -> str:
     """Turns a tune title into a file-name stem that cannot leave its folder.
 
-    Keeps ASCII letters, digits, '-' and '_' (accents are folded, everything else becomes '_'),
-    caps the length, and avoids empty, dot-only and device names.
+    Keeps ASCII letters, digits, '-' and '_' (accents are folded, everything else, '/', '\\', '.'
+    and ':' included, becomes '_'), never starts with '-' or '_', caps the length at
+    MAX_STEM_LENGTH, and avoids empty names and Windows device names (CON, NUL, COM1...), which
+    get a '_' appended. `fallback`, used when nothing of the title is left, is made safe the same
+    way.
     """
-    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    folded = unicodedata.normalize("NFKD", str(title)).encode("ascii", "ignore").decode("ascii")
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", folded).strip("_-")[:MAX_STEM_LENGTH].rstrip("_-")
     if not stem:
-        stem = fallback
+        return safe_stem(fallback) if fallback and fallback != title else "tune"
     if stem.lower() in _RESERVED:
         stem = f"{stem}_"
     return stem

@@ -11,8 +11,11 @@ import dataclasses
 import io
 import json
 import math
+import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,6 +29,9 @@ from musicgen.checkpoint import (
     load_run,
     make_checkpoint,
     prepare_run_dir,
+    remove_leftovers,
+    sync_checkpoint,
+    usable_checkpoint,
     write_corpus_record,
 )
 from musicgen.config import RunConfig, TrainConfig
@@ -36,7 +42,13 @@ from musicgen.dataset import (
     split_tunes,
     tune_start_positions,
 )
-from musicgen.errors import CheckpointError, CorpusError, VocabularyError
+from musicgen.errors import (
+    CheckpointError,
+    CorpusError,
+    MusicgenError,
+    TrainingError,
+    VocabularyError,
+)
 from musicgen.files import atomic_write_bytes, atomic_write_text
 from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
 from musicgen.vocab import PAD, Vocabulary
@@ -109,7 +121,12 @@ def train(
     Raises:
         CorpusError: too few tunes or characters for one training window.
         VocabularyError: on resume, the tunes hold characters the run's vocabulary lacks.
-        CheckpointError: the run directory refuses a new run, or cannot be resumed.
+        CheckpointError: the run directory refuses a new run, cannot be resumed, or a checkpoint
+            cannot be written (disk full, folder not writable); earlier checkpoints stay intact.
+        TrainingError: the loss or the weights became NaN or infinite; nothing past the last good
+            checkpoint is saved.
+        TrainingInterrupted: SIGINT (Ctrl-C) or SIGTERM arrived; a checkpoint of the step reached
+            was saved first, and `resume=True` continues from it.
     """
     started = time.monotonic()
     log = log or _print_to_stderr
@@ -117,6 +134,7 @@ def train(
     tunes = list(tunes)
     if not tunes:
         raise CorpusError("no tunes to train on")
+    _check_window_fits(config)
     train_tunes, validation_tunes = split_tunes(tunes, config.data.validation_fraction)
     vocab = _vocabulary(tunes, paths, resume)
     config = dataclasses.replace(
@@ -145,6 +163,15 @@ def train(
         return session.run(streams, start)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _check_window_fits(config: RunConfig) -> None:
+    model, seq_length = config.model, config.data.seq_length
+    if model.kind == "transformer" and seq_length > model.context:
+        raise MusicgenError(
+            f"training windows of {seq_length} characters do not fit the Transformer's context "
+            f"of {model.context}; lower --seq-length or raise --context"
+        )
 
 
 def _print_to_stderr(message: str) -> None:
@@ -313,8 +340,9 @@ class _Session:
         self.timing = _Timing(self.chars_per_step)
 
     def restore(self, resume: bool) -> int:
-        """Loads the latest checkpoint when resuming; returns the step to start from."""
-        latest = self.manager.latest_checkpoint
+        """Loads the newest intact checkpoint when resuming; returns the step to start from."""
+        remove_leftovers(self.paths.root)
+        latest = usable_checkpoint(self.paths.root, self.log) if resume else None
         if not resume or latest is None:
             if resume:
                 self.log(f"{self.paths.checkpoints}: no checkpoint yet; starting from step 0")
@@ -335,25 +363,28 @@ class _Session:
         train_batches, validation = streams.datasets(
             train_config.batch_size, seed=train_config.random_seed, start=start
         )
-        step_fn = tf.function(train_step)  # traced once: training batches all have one shape
+        # Traced once: training batches all have one shape.
+        step_fn = tf.function(train_step, jit_compile=train_config.xla or None)
         # The last validation batch may be short: let TensorFlow generalise instead of retracing.
         eval_fn = tf.function(eval_step, reduce_retracing=True)
         evaluate = (lambda: self._evaluate(eval_fn, validation)) if validation else None
         self.metrics.open_writers()
         try:
-            if start == 0 and evaluate:
-                self._record(0, [], evaluate())
-            self._loop(step_fn, iter(train_batches), evaluate, start)
-        except KeyboardInterrupt:
-            self._stop_after_interrupt()
-            raise
+            with _StopSignals() as stop:
+                try:
+                    if start == 0 and evaluate:
+                        self._record(0, [], evaluate())
+                    self._loop(step_fn, iter(train_batches), evaluate, start, stop)
+                except KeyboardInterrupt as exc:
+                    self._stop_after_interrupt(exc)
+                    raise
         finally:
             self.progress.close()
             self.metrics.close()
         self._write_plot()
         return self.result(int(self.step.numpy()), steps_run=int(self.step.numpy()) - start)
 
-    def _loop(self, step_fn, batches, evaluate, start: int) -> None:
+    def _loop(self, step_fn, batches, evaluate, start: int, stop: _StopSignals) -> None:
         train_config = self.config.train
         losses = []  # loss tensors since the last record; read only then, so the device never waits
         step = start
@@ -374,11 +405,41 @@ class _Session:
                     self._record(step, losses, validation)
                     losses = []
                 if step % train_config.checkpoint_every == 0 or last:
-                    self.manager.save(checkpoint_number=step)
+                    _check_losses(step, losses, self.manager.latest_checkpoint)
+                    self._save(step)
             self.progress.update(
                 step, self.last, self.timing.seconds_left(step, train_config.steps)
             )
+            if stop.signum is not None:
+                _check_losses(step, losses, self.manager.latest_checkpoint)
+                raise TrainingInterrupted(stop.signum)
         self.timing.stop()
+
+    def _save(self, step: int) -> str:
+        """Checkpoints the step reached, unless a weight is NaN or infinite.
+
+        Raises:
+            TrainingError: a weight is not finite.
+            CheckpointError: the checkpoint cannot be written; the earlier ones are intact.
+        """
+        previous = self.manager.latest_checkpoint
+        finite = [tf.reduce_all(tf.math.is_finite(v)) for v in self.model.trainable_variables]
+        if not bool(tf.reduce_all(finite)):
+            raise TrainingError(
+                f"the weights became NaN or infinite by step {step}; {_kept(previous)} "
+                "(resume from it with a lower --learning-rate)"
+            )
+        try:
+            path = self.manager.save(checkpoint_number=step)
+            sync_checkpoint(path)
+        except (tf.errors.OpError, OSError) as exc:
+            _remove_partial_checkpoint(self.paths, step, previous)
+            raise CheckpointError(
+                f"{self.paths.checkpoints}: cannot write the checkpoint of step {step} "
+                f"({_write_failure(exc)}); free some disk space or make the folder writable, "
+                f"then run again with --resume; {_kept(previous)}"
+            ) from None
+        return path
 
     def _evaluate(self, eval_fn, validation) -> float:
         """Validation bits per character over up to `eval_batches` batches."""
@@ -390,9 +451,14 @@ class _Session:
         return total / max(count, 1.0) / LN2
 
     def _record(self, step: int, losses: list, validation: float | None) -> None:
-        """Writes one metrics.jsonl line and TensorBoard scalars; updates the progress figures."""
+        """Writes one metrics.jsonl line and TensorBoard scalars; updates the progress figures.
+
+        Raises:
+            TrainingError: one of `losses` (those of the steps up to `step`) is not finite.
+        """
         entry: dict = {"step": step}
         if losses:
+            _check_losses(step, losses, self.manager.latest_checkpoint)
             loss = float(np.mean([float(value) for value in losses]))
             entry.update(loss=loss, bits_per_char=loss / LN2)
             rate = self.timing.interval_rate(step)
@@ -407,13 +473,21 @@ class _Session:
         self.last.update(entry)
         self.metrics.write(entry)
 
-    def _stop_after_interrupt(self) -> None:
+    def _stop_after_interrupt(self, exc: KeyboardInterrupt) -> None:
         self.progress.close()
         step = int(self.step.numpy())
-        path = self.manager.save(checkpoint_number=step)
+        latest = self.manager.latest_checkpoint
+        if latest is not None and latest.endswith(f"-{step}"):
+            path = latest  # this very step was just saved
+        else:
+            path = self._save(step)
         self.metrics.close()
         self._write_plot()
-        self.log(f"interrupted at step {step}; saved {path}; run again with --resume to continue")
+        cause = signal.Signals(exc.signum).name if isinstance(exc, TrainingInterrupted) else ""
+        self.log(
+            f"interrupted{' by ' + cause if cause else ''} at step {step}; saved {path}; "
+            "run again with --resume to continue"
+        )
 
     def _write_plot(self) -> None:
         try:
@@ -441,8 +515,97 @@ class _Session:
 
 
 def _checkpoint_error(path: str, exc: BaseException) -> CheckpointError:
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return CheckpointError(f"{path}: cannot resume from this checkpoint ({first_line})")
+    return CheckpointError(f"{path}: cannot resume from this checkpoint ({_first_line(exc)})")
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training after a step; `signum` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM ask the loop to stop after the current step.
+
+    The loop then saves a checkpoint and raises TrainingInterrupted. A second signal raises
+    KeyboardInterrupt at once. Outside the main thread (where Python cannot catch signals) this
+    does nothing and Ctrl-C raises KeyboardInterrupt as usual.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+def _check_losses(step: int, losses: list, last_checkpoint: str | None) -> None:
+    """Raises TrainingError naming the first step whose loss is NaN or infinite.
+
+    Args:
+        step: the step of the last of `losses`.
+        losses: loss tensors of consecutive steps, not yet read.
+        last_checkpoint: the checkpoint kept, for the message.
+    """
+    values = np.array([float(value) for value in losses])
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        first = step - len(values) + int(bad[0]) + 1
+        raise TrainingError(
+            f"the loss became {values[bad[0]]} at step {first}; stopped without saving it; "
+            f"{_kept(last_checkpoint)} (resume from it with a lower --learning-rate)"
+        )
+
+
+def _write_failure(exc: Exception) -> str:
+    """The cause of a failed write, e.g. "No space left on device", without TensorFlow's op name
+    and temporary file name."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = _first_line(getattr(exc, "message", exc))
+    # "{{function_node ...}} .../ckpt-70_temp/part-...; No space left on device [Op:SaveV2]"
+    text = re.sub(r"\s*\[Op:\w+\]$", "", re.sub(r"^\{\{[^}]*\}\}\s*", "", text))
+    return text.rsplit("; ", 1)[-1]
+
+
+def _kept(checkpoint: str | None) -> str:
+    if checkpoint is None:
+        return "no checkpoint had been saved yet"
+    return f"the last good checkpoint {checkpoint} is kept"
+
+
+def _remove_partial_checkpoint(paths: RunPaths, step: int, previous: str | None) -> None:
+    """Deletes the files of a checkpoint whose writing failed, to give back the disk space."""
+    prefix = paths.checkpoints / f"ckpt-{step}"
+    if previous is not None and Path(previous) == prefix:
+        return  # the same step saved before: its files may still be the good ones
+    for path in [*paths.checkpoints.glob(f"ckpt-{step}.*"), *paths.checkpoints.glob("*_temp")]:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 class _Timing:
@@ -543,8 +706,11 @@ class _MetricsLog:
         self.writer = tf.summary.create_file_writer(str(self.paths.tensorboard))
 
     def write(self, entry: dict) -> None:
-        self.handle.write(json.dumps(entry) + "\n")
-        self.handle.flush()
+        try:
+            self.handle.write(json.dumps(entry) + "\n")
+            self.handle.flush()
+        except OSError as exc:  # a full disk: say which file could not grow
+            raise OSError(exc.errno, exc.strerror, str(self.paths.metrics)) from exc
         with self.writer.as_default(step=entry["step"]):
             for key, tag in _TENSORBOARD_TAGS.items():
                 if key in entry:

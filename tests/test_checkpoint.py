@@ -23,6 +23,7 @@ from musicgen.checkpoint import (  # noqa: E402
     load_run,
     make_checkpoint,
     prepare_run_dir,
+    remove_leftovers,
 )
 from musicgen.config import ModelConfig, RunConfig  # noqa: E402
 from musicgen.errors import CheckpointError  # noqa: E402
@@ -193,3 +194,18 @@ def test_inference_model_is_float32_under_a_mixed_global_policy(run):
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert model.compute_dtype == "float32"
+
+
+def test_leftovers_of_a_killed_write_are_removed_and_nothing_else(run):
+    run_dir, _ = run
+    ckpt = run_dir / "ckpt"
+    (ckpt / "ckpt-9_temp").mkdir()
+    (ckpt / "ckpt-9_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate1").write_text("x")
+    (ckpt / "checkpoint.tmp0123abcd").write_text("partial")
+    (run_dir / ".metrics.jsonl.x1y2.tmp").write_text("partial")
+    before = {p for p in run_dir.rglob("*") if "tmp" not in p.name and "_temp" not in str(p)}
+    removed = remove_leftovers(run_dir)
+    names = {p.name for p in removed}
+    assert names == {"ckpt-9_temp", "checkpoint.tmp0123abcd", ".metrics.jsonl.x1y2.tmp"}
+    assert set(run_dir.rglob("*")) == before
+    load_for_inference(run_dir)
