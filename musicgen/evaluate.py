@@ -1,0 +1,341 @@
+"""How good a trained model is, in numbers: likelihood of real tunes, validity of generated ones
+(each check beside its pass rate on real tunes), musical statistics against the training corpus,
+and novelty. `evaluate_run` returns one JSON-ready dict with stable keys; `musicgen.report` draws
+the page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from musicgen import checks, novelty, stats
+from musicgen.config import RunConfig, SampleConfig
+from musicgen.errors import CorpusError, RenderError
+from musicgen.tfsetup import import_tensorflow
+from musicgen.vocab import BOS, EOS, PAD, UNK, Vocabulary
+
+tf = import_tensorflow()
+
+LN2 = math.log(2.0)
+SCORE_BATCH = 16  # tunes scored together
+# Scored batches are padded to this many characters times a power of two, so that a handful of
+# shapes is traced whatever the tunes' lengths.
+LENGTH_BUCKET = 128
+
+
+# ------------------------------------------------------------------------------------------------
+# Likelihood
+
+
+@dataclasses.dataclass(frozen=True)
+class Likelihood:
+    """Bits per character of real tunes, each read whole from the start-of-tune state.
+
+    Attributes:
+        tunes: tunes scored.
+        characters: predictions scored: every known character of every tune and its end-of-tune.
+        bits_per_char: mean negative log2-likelihood of those predictions.
+        unknown_characters: characters outside the vocabulary (fed to the model as the unknown
+            token, and their own prediction left out of the score).
+        unknown_distinct: those characters, each once, in order of appearance.
+        tunes_with_unknown: tunes holding at least one of them.
+    """
+
+    tunes: int
+    characters: int
+    bits_per_char: float | None
+    unknown_characters: int
+    unknown_distinct: tuple[str, ...]
+    tunes_with_unknown: int
+
+
+def _scorer(model):
+    @tf.function
+    def nats(inputs, targets):
+        logits = model.sequence_logits(inputs)  # (batch, time, vocab)
+        per_char = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=targets, logits=tf.cast(logits, tf.float32)
+        )  # (batch, time)
+        scored = tf.logical_and(tf.not_equal(targets, PAD), tf.not_equal(targets, UNK))
+        return tf.reduce_sum(tf.where(scored, per_char, 0.0)), tf.reduce_sum(
+            tf.cast(scored, tf.float32)
+        )
+
+    return nats
+
+
+def score_tunes(model, vocab: Vocabulary, texts: Sequence[str]) -> Likelihood:
+    """Scores each text as BOS + text + EOS with `model.sequence_logits`.
+
+    Args:
+        model: a musicgen model.
+        vocab: its vocabulary.
+        texts: tunes' ABC texts.
+    """
+    unknown = Counter()
+    tunes_with_unknown = 0
+    rows = []
+    for text in texts:
+        missing = [c for c in text if c not in vocab]
+        unknown.update(missing)
+        tunes_with_unknown += bool(missing)
+        rows.append([BOS, *vocab.encode(text, strict=False), EOS])
+    nats = _scorer(model)
+    total = count = 0.0
+    rows.sort(key=len)
+    for start in range(0, len(rows), SCORE_BATCH):
+        batch = rows[start : start + SCORE_BATCH]
+        width = LENGTH_BUCKET
+        while width + 1 < max(map(len, batch)):
+            width *= 2
+        ids = np.full((SCORE_BATCH, width + 1), PAD, np.int32)  # all-PAD rows score nothing
+        for i, row in enumerate(batch):
+            ids[i, : len(row)] = row
+        batch_nats, batch_count = nats(tf.constant(ids[:, :-1]), tf.constant(ids[:, 1:]))
+        total, count = total + float(batch_nats), count + float(batch_count)
+    return Likelihood(
+        tunes=len(texts),
+        characters=int(count),
+        bits_per_char=total / count / LN2 if count else None,
+        unknown_characters=sum(unknown.values()),
+        unknown_distinct=tuple(unknown),
+        tunes_with_unknown=tunes_with_unknown,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Validity
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """The checks of a set of tunes.
+
+    Attributes:
+        results: per tune, {check name: None if passed else reason}; "abc2midi" is there only
+            when abc2midi is installed.
+        written: per tune, the tune as written, None when it does not parse.
+    """
+
+    results: tuple[dict[str, str | None], ...]
+    written: tuple[checks.WrittenTune | None, ...]
+
+    @property
+    def valid(self) -> list[bool]:
+        """Per tune: passes every headline check."""
+        return [all(r[name] is None for name in checks.HEADLINE_CHECKS) for r in self.results]
+
+    def summary(self) -> dict:
+        """Counts and pass rates, per check and for the headline (all headline checks)."""
+        count = len(self.results)
+        names = [*checks.HEADLINE_CHECKS]
+        if self.results and checks.ABC2MIDI_CHECK in self.results[0]:
+            names.append(checks.ABC2MIDI_CHECK)
+        passed = {name: sum(r[name] is None for r in self.results) for name in names}
+        valid = sum(self.valid)
+        return {
+            "tunes": count,
+            "valid": valid,
+            "valid_share": valid / count if count else None,
+            "checks": {name: passed[name] / count if count else None for name in names},
+            "abc2midi_installed": checks.ABC2MIDI_CHECK in names,
+        }
+
+    def failure_reasons(self, limit: int = 5) -> dict[str, dict[str, int]]:
+        """The commonest reasons each check failed, by the reason's first words."""
+        reasons: dict[str, Counter] = {}
+        for result in self.results:
+            for name, reason in result.items():
+                if reason is not None:
+                    reasons.setdefault(name, Counter())[_reason_key(reason)] += 1
+        return {name: dict(counter.most_common(limit)) for name, counter in reasons.items()}
+
+
+def _reason_key(reason: str) -> str:
+    """A reason without its tune-specific numbers, so that like failures count together."""
+    head = reason.split(" at line")[0].split(", e.g.")[0]
+    return " ".join("N" if word.strip(",:").isdigit() else word for word in head.split())[:80]
+
+
+def check_tunes(texts: Sequence[str], use_abc2midi: bool = True) -> Checked:
+    """Runs every check (abc2midi too, when installed and asked for) on each text."""
+    results, written = [], []
+    for text in texts:
+        result, tune = checks.check_tune(text)
+        results.append(result)
+        written.append(tune)
+    errors = checks.abc2midi_errors(texts) if use_abc2midi else None
+    if errors is not None:
+        for result, error in zip(results, errors, strict=True):
+            result[checks.ABC2MIDI_CHECK] = error
+    return Checked(tuple(results), tuple(written))
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What an evaluation reads.
+
+    Attributes:
+        scored_texts: real tunes to score (the run's validation tunes or --data).
+        scored_source: where they come from, for the report.
+        train_texts: the run's training tunes: the corpus for statistics, novelty and the
+            real-tune check rates.
+        validation_texts: the run's validation tunes (real tunes it never trained on), for the
+            novelty baseline.
+    """
+
+    scored_texts: tuple[str, ...]
+    scored_source: str
+    train_texts: tuple[str, ...]
+    validation_texts: tuple[str, ...]
+
+
+def run_inputs(config: RunConfig, data_paths: Sequence[str | Path] = ()) -> Inputs:
+    """The run's training and validation tunes (re-read and re-split as training did), and the
+    tunes to score: `data_paths` when given, else the validation tunes.
+
+    Raises:
+        CorpusError: the run's corpus or `data_paths` cannot be read or hold no tunes.
+    """
+    from musicgen.corpus import load_corpus
+    from musicgen.dataset import split_tunes
+
+    tunes, _ = load_corpus(list(config.data.paths) or None)
+    train, validation = split_tunes(tunes, config.data.validation_fraction)
+    if data_paths:
+        scored, _ = load_corpus(list(data_paths))
+        source = ", ".join(str(p) for p in data_paths)
+    else:
+        scored, source = validation, "the run's validation tunes"
+    if not scored:
+        raise CorpusError(f"no tunes to score in {source}")
+    return Inputs(
+        scored_texts=tuple(t.text for t in scored),
+        scored_source=source,
+        train_texts=tuple(t.text for t in train),
+        validation_texts=tuple(t.text for t in validation),
+    )
+
+
+def generate_tunes(model, vocab: Vocabulary, sample: SampleConfig) -> tuple[list[str], float]:
+    """`sample.num` tunes from the start of tune; (texts, seconds)."""
+    from musicgen.generate import Generator
+
+    started = time.perf_counter()
+    texts = Generator(model, vocab).generate("", sample)
+    return texts, time.perf_counter() - started
+
+
+def evaluate_texts(
+    generated: Sequence[str], inputs: Inputs, likelihood: Likelihood | None = None
+) -> dict:
+    """Validity, statistics and novelty of `generated` against the run's tunes, as a dict.
+
+    Shared by `evaluate_run` and the time-to-quality benchmark, so both judge tunes alike.
+    """
+    started = time.perf_counter()
+    ours = check_tunes(generated)
+    real = check_tunes(inputs.train_texts)
+    index = novelty.NoveltyIndex(inputs.train_texts, real.written)
+    shared = [index.shared(text, tune) for text, tune in zip(generated, ours.written)]
+    validation_written = [_written_or_none(text) for text in inputs.validation_texts]
+    baseline = [index.shared(t, w) for t, w in zip(inputs.validation_texts, validation_written)]
+    result = {
+        "likelihood": None if likelihood is None else dataclasses.asdict(likelihood),
+        "validity": {
+            "headline_checks": list(checks.HEADLINE_CHECKS),
+            "generated": ours.summary(),
+            "real": real.summary(),
+            "generated_failures": ours.failure_reasons(),
+            "real_failures": real.failure_reasons(),
+        },
+        "statistics": stats.compare([w for w in ours.written if w], [w for w in real.written if w]),
+        "novelty": {
+            "generated": novelty.summarise(shared),
+            "validation_tunes": novelty.summarise(baseline),
+        },
+        "tunes": _tune_records(generated, ours, shared, inputs),
+    }
+    result["seconds"] = {"judging": time.perf_counter() - started}
+    return result
+
+
+def _written_or_none(text: str) -> checks.WrittenTune | None:
+    try:
+        return checks.read_written(text)
+    except RenderError:
+        return None
+
+
+def _tune_records(generated, checked: Checked, shared, inputs: Inputs) -> list[dict]:
+    from musicgen.abc import header_fields
+
+    records = []
+    for index, (text, result, valid, run) in enumerate(
+        zip(generated, checked.results, checked.valid, shared, strict=True)
+    ):
+        nearest = None
+        if run.nearest is not None:
+            nearest = header_fields(inputs.train_texts[run.nearest]).get("T", "")
+        records.append(
+            {
+                "index": index + 1,
+                "title": header_fields(text).get("T", ""),
+                "characters": len(text),
+                "valid": valid,
+                "failed": {name: reason for name, reason in result.items() if reason is not None},
+                "longest_shared_chars": run.chars,
+                "longest_shared_bars": run.bars,
+                "nearest_training_tune": nearest,
+                "abc": text,
+            }
+        )
+    return records
+
+
+def evaluate_run(
+    run_dir: Path, sample: SampleConfig, data_paths: Sequence[str | Path] = ()
+) -> dict:
+    """Evaluates a trained run: likelihood, validity, statistics, novelty.
+
+    Args:
+        run_dir: a run directory written by `musicgen train`.
+        sample: how many tunes to generate and how.
+        data_paths: tunes to score instead of the run's validation tunes.
+
+    Returns:
+        The JSON-ready result (see README, `musicgen evaluate`).
+
+    Raises:
+        CheckpointError: the run cannot be loaded.
+        CorpusError: its corpus or `data_paths` cannot be read.
+    """
+    from musicgen.checkpoint import latest_checkpoint, load_for_inference
+
+    model, vocab, config = load_for_inference(run_dir)
+    inputs = run_inputs(config, data_paths)
+    started = time.perf_counter()
+    likelihood = score_tunes(model, vocab, inputs.scored_texts)
+    scoring_seconds = time.perf_counter() - started
+    generated, generating_seconds = generate_tunes(model, vocab, sample)
+    result = {
+        "run_dir": str(run_dir),
+        "checkpoint": latest_checkpoint(run_dir),
+        "model": {k: v for k, v in dataclasses.asdict(config.model).items()},
+        "scored": inputs.scored_source,
+        "sampling": dataclasses.asdict(sample),
+        **evaluate_texts(generated, inputs, likelihood),
+    }
+    result["seconds"].update(scoring=scoring_seconds, generating=generating_seconds)
+    return result
