@@ -15,7 +15,7 @@ Prints one JSON object on stdout; progress goes to stderr. Every part runs in it
 - `comparison`: each default model trained on the bundled corpus for the same wall-clock budget
   (steps set from a short calibration run so the learning-rate schedule completes), then scored
   on the same held-out tunes, each whole from its start, and asked for 32 tunes at the default
-  sampling settings.
+  sampling settings, checked by `musicgen evaluate`'s checks (valid = every headline check).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import subprocess
 import sys
@@ -211,52 +210,31 @@ def _steps_for_budget(kind: str, tunes, budget: Budget, work_dir: Path) -> int:
     return steps
 
 
-def whole_tune_bits_per_char(model, vocab, tunes, batch_size: int = 16) -> float:
-    """Bits per character of BOS + tune + EOS, each tune scored whole from its start."""
-    import numpy as np
-    import tensorflow as tf
+def whole_tune_bits_per_char(model, vocab, tunes) -> float:
+    """Bits per character of BOS + tune + EOS, each tune scored whole from its start, as
+    `musicgen evaluate` scores them."""
+    from musicgen.evaluate import score_tunes
 
-    from musicgen.vocab import BOS, EOS, PAD
-
-    rows = sorted(([BOS, *vocab.encode(t.text), EOS] for t in tunes), key=len)
-    total_nats, total_chars = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        width = max(len(r) for r in batch)
-        ids = np.full((len(batch), width), PAD, np.int32)
-        for i, row in enumerate(batch):
-            ids[i, : len(row)] = row
-        logits = model.sequence_logits(tf.constant(ids[:, :-1]))
-        targets = ids[:, 1:]
-        nats = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits).numpy()
-        mask = targets != PAD
-        total_nats += float((nats * mask).sum())
-        total_chars += int(mask.sum())
-    return round(total_nats / total_chars / math.log(2), 4)
+    return round(score_tunes(model, vocab, [t.text for t in tunes]).bits_per_char, 4)
 
 
 def sample_and_check(model, vocab, num: int, max_length: int) -> dict:
-    """Default-settings tunes, timed, and the share the renderer plays with notes."""
+    """Default-settings tunes, timed, and `musicgen evaluate`'s checks of them."""
     from musicgen.config import SampleConfig
-    from musicgen.errors import RenderError
+    from musicgen.evaluate import check_tunes
     from musicgen.generate import Generator
-    from musicgen.render import abc_to_performance
 
     generator = Generator(model, vocab)
     generator.generate("", SampleConfig(num=1, max_length=20))  # traces; not timed
     started = time.perf_counter()
     texts = generator.generate("", SampleConfig(num=num, max_length=max_length, random_seed=0))
     seconds = time.perf_counter() - started
-    valid = 0
-    for text in texts:
-        try:
-            valid += bool(abc_to_performance(text).notes)
-        except RenderError:
-            pass
+    summary = check_tunes(texts).summary()
     return {
         **rate(sum(len(t) for t in texts), seconds, tunes=num),
-        "valid": valid,
-        "valid_share": round(valid / num, 3),
+        "valid": summary["valid"],
+        "valid_share": round(summary["valid_share"], 3),
+        "checks": {name: round(share, 3) for name, share in summary["checks"].items()},
     }
 
 

@@ -6,8 +6,10 @@ TensorFlow is imported inside the commands that need it, so `musicgen --help` an
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +17,14 @@ from pathlib import Path
 import click
 
 from musicgen import __version__
-from musicgen.config import DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig
+from musicgen.config import (
+    TRANSFORMER_LAYERS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    SampleConfig,
+    TrainConfig,
+)
 from musicgen.errors import MusicgenError
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
@@ -38,9 +47,13 @@ def user_errors(command):
             _fail(str(exc))
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                _fail(f"{where}{exc.strerror}; free some disk space or choose another folder")
             _fail(f"{where}{exc.strerror or exc}; check the path and its permissions")
-        except KeyboardInterrupt:
-            _fail("interrupted", code=130)
+        except KeyboardInterrupt as exc:
+            # 128 + the signal's number, as a shell reports a process killed by it: 130 for
+            # Ctrl-C (SIGINT), 143 for SIGTERM.
+            _fail("interrupted", code=128 + getattr(exc, "signum", signal.SIGINT))
 
     return wrapper
 
@@ -73,7 +86,8 @@ def _pick(value, default):
     "data_paths",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="An .abc file or a folder of them (repeatable). Default: the bundled corpus.",
+    help="An .abc, .mid or .midi file, or a folder searched for them (repeatable). "
+    "Default: the bundled corpus.",
 )
 @click.option(
     "--run-dir",
@@ -84,7 +98,7 @@ def _pick(value, default):
 @click.option(
     "--model",
     "kind",
-    type=click.Choice(["lstm"]),
+    type=click.Choice(["lstm", "transformer"]),
     default=None,
     help="Model family.  [default: lstm]",
 )
@@ -128,7 +142,33 @@ def _pick(value, default):
     "--layers",
     type=click.IntRange(min=1),
     default=None,
-    help=f"LSTM layers.  [default: {ModelConfig.layers}]",
+    help=f"LSTM or Transformer layers.  [default: {ModelConfig.layers} (LSTM), "
+    f"{TRANSFORMER_LAYERS} (Transformer)]",
+)
+@click.option(
+    "--d-model",
+    type=click.IntRange(min=2),
+    default=None,
+    help=f"Transformer width (even, a multiple of --heads).  [default: {ModelConfig.d_model}]",
+)
+@click.option(
+    "--heads",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Transformer attention heads.  [default: {ModelConfig.heads}]",
+)
+@click.option(
+    "--ff-dim",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Transformer feed-forward size.  [default: {ModelConfig.ff_dim}]",
+)
+@click.option(
+    "--context",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Characters a Transformer attends over; also its training window unless --seq-length "
+    f"is given.  [default: {ModelConfig.context}]",
 )
 @click.option(
     "--dropout",
@@ -161,11 +201,17 @@ def _pick(value, default):
     help="float16 on GPU (with loss scaling), bfloat16 on CPU.",
 )
 @click.option(
+    "--xla",
+    is_flag=True,
+    default=None,
+    help="Compile the training step with XLA (slower on this project's CPU; try it on a GPU).",
+)
+@click.option(
     "--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint."
 )
 @user_errors
 def train(data_paths, run_dir, resume, **options):
-    """Train a model on ABC tunes (the bundled corpus unless --data is given)."""
+    """Train a model on ABC or MIDI tunes (the bundled corpus unless --data is given)."""
     from musicgen.corpus import load_corpus
 
     if resume and run_dir is None:
@@ -193,21 +239,21 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
     data = base.data
     if data_paths:
         data = dataclasses.replace(data, paths=tuple(str(p) for p in data_paths))
-    data = dataclasses.replace(data, seq_length=_pick(options["seq_length"], data.seq_length))
     model = base.model
     train_cfg = base.train
     if not resume:
-        model = dataclasses.replace(
-            model,
-            kind=_pick(options["kind"], model.kind),
-            embedding_dim=_pick(options["embedding_dim"], model.embedding_dim),
-            units=_pick(options["units"], model.units),
-            layers=_pick(options["layers"], model.layers),
-            dropout=_pick(options["dropout"], model.dropout),
-        )
+        model = ModelConfig.defaults(_pick(options["kind"], model.kind))
+        model_fields = (
+            "embedding_dim", "units", "layers", "dropout", "d_model", "heads", "ff_dim", "context",
+        )  # fmt: skip
+        updates = {name: options[name] for name in model_fields if options[name] is not None}
+        model = dataclasses.replace(model, **updates)
+        if model.kind == "transformer" and options["seq_length"] is None:
+            data = dataclasses.replace(data, seq_length=model.context)
+    data = dataclasses.replace(data, seq_length=_pick(options["seq_length"], data.seq_length))
     train_fields = (
         "steps", "batch_size", "learning_rate", "eval_every", "checkpoint_every",
-        "random_seed", "mixed_precision",
+        "random_seed", "mixed_precision", "xla",
     )  # fmt: skip
     updates = {name: options[name] for name in train_fields if options[name] is not None}
     train_cfg = dataclasses.replace(train_cfg, **updates)
@@ -282,9 +328,20 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
     help="A General MIDI .sf2 for the WAV files. Default: the one pretty_midi ships.",
 )
 @click.option("--no-audio", is_flag=True, help="Write .abc and .mid only.")
+@click.option(
+    "--force", is_flag=True, help="Overwrite files of the same name (default: add -2, -3...)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per tune.")
+@click.option(
+    "--attention",
+    "attention_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Transformer runs: write heat maps of the first tune's attention, one PNG per layer and "
+    "head, into this folder.",
+)
 @user_errors
-def generate(run_dir, seed, out, soundfont, no_audio, as_json, **options):
+def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, force, **options):
     """Write new tunes with a trained model, as ABC, MIDI and WAV."""
     from musicgen.generate import parse_seed
 
@@ -298,11 +355,34 @@ def generate(run_dir, seed, out, soundfont, no_audio, as_json, **options):
     from musicgen.checkpoint import load_for_inference
     from musicgen.generate import Generator
 
-    model, vocab, _ = load_for_inference(run_dir)
+    # A damaged latest checkpoint: one warning line, then the previous one is used.
+    model, vocab, _ = load_for_inference(
+        run_dir, warn=lambda message: click.echo(f"musicgen: {message}", err=True)
+    )
+    if attention_dir is not None:
+        from musicgen.attention import require_attention
+
+        require_attention(model)
     started = time.perf_counter()
     texts = Generator(model, vocab).generate(seed_text, sample)
     elapsed = time.perf_counter() - started
-    _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed)
+    records = _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force)
+    if attention_dir is not None:
+        _write_attention(model, vocab, records[0], attention_dir)
+
+
+def _write_attention(model, vocab, record, attention_dir: Path) -> None:
+    from musicgen.attention import write_attention_maps
+
+    text = Path(record.abc).read_text(encoding="utf-8")
+    summaries = write_attention_maps(model, vocab, text, attention_dir, Path(record.abc).stem)
+    farthest = max(summaries, key=lambda s: s.mean_distance)
+    click.echo(
+        f"attention maps of {record.abc}: {len(summaries)} PNGs in {attention_dir}/ (layer "
+        f"{farthest.layer} head {farthest.head} looks farthest back, "
+        f"{farthest.mean_distance:.1f} characters on average)",
+        err=True,
+    )
 
 
 def _check_soundfont(soundfont: Path | None) -> None:
@@ -310,18 +390,21 @@ def _check_soundfont(soundfont: Path | None) -> None:
         raise MusicgenError(f"{soundfont}: no such SoundFont file; pass an existing .sf2")
 
 
-def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed):
+def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force=False):
     from musicgen.output import format_table, records_json, write_tunes
 
-    records, notices = write_tunes(texts, out, soundfont=soundfont, audio=not no_audio)
+    records, notices = write_tunes(
+        texts, out, soundfont=soundfont, audio=not no_audio, force=force
+    )
     for notice in notices:
         click.echo(f"musicgen: {notice}", err=True)
     if as_json:
         click.echo(records_json(records))
-        return
+        return records
     chars = sum(r.characters for r in records)
     click.echo(format_table(records))
     click.echo(f"sampled {chars} characters in {elapsed:.1f} s; files in {out}/")
+    return records
 
 
 @main.command()
@@ -339,13 +422,18 @@ def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed):
     help="A General MIDI .sf2 for the WAV file.",
 )
 @click.option("--no-audio", is_flag=True, help="Write .mid only.")
+@click.option(
+    "--force", is_flag=True, help="Overwrite files of the same name (default: add -2, -3...)."
+)
 @user_errors
-def render(abc_file, out, soundfont, no_audio):
+def render(abc_file, out, soundfont, no_audio, force):
     """Turn the tunes of an ABC file into MIDI and WAV files beside it."""
     from musicgen.output import render_abc_file
 
     _check_soundfont(soundfont)
-    records, notices = render_abc_file(abc_file, out, soundfont=soundfont, audio=not no_audio)
+    records, notices = render_abc_file(
+        abc_file, out, soundfont=soundfont, audio=not no_audio, force=force
+    )
     for notice in notices:
         click.echo(f"musicgen: {notice}", err=True)
     for record in records:
@@ -366,3 +454,94 @@ def play(path):
     message = play_file(path)
     if message:
         click.echo(message)
+
+
+@main.command()
+@click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="FILES_OR_FOLDERS..."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The ABC tunebook to write.",
+)
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.option(
+    "--grid",
+    type=click.Choice(["8", "16", "32"]),
+    default="16",
+    show_default=True,
+    help="Shortest note MIDI onsets snap to (eighths, sixteenths, 32nds); triplets are kept.",
+)
+@user_errors
+def ingest(paths, out, force, grid):
+    """Convert MIDI files (and ABC tunebooks) into one ABC tunebook, saying what was skipped."""
+    from musicgen.corpus import load_corpus, tunebook_text
+    from musicgen.files import atomic_write_text
+
+    if out.exists() and not force:
+        raise MusicgenError(f"{out}: already exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise MusicgenError(f"{out.parent}: no such folder for --out; create it first")
+    tunes, report = load_corpus(paths, grid=int(grid) // 4)
+    for error in report.file_errors():
+        click.echo(f"musicgen: skipped {error}", err=True)
+    plural = "" if report.midi_files == 1 else "s"
+    click.echo(f"converted {report.midi_files} MIDI file{plural}", err=True)
+    click.echo(report.summary(), err=True)
+    atomic_write_text(out, tunebook_text(tunes))
+    click.echo(f"wrote {len(tunes)} tunes to {out}")
+
+
+@main.command()
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A trained run. Default: the newest run under checkpoints/.",
+)
+@click.option(
+    "--data",
+    "data_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Tunes to score (.abc file or folder, repeatable). Default: the run's validation tunes.",
+)
+@click.option("--num", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Tunes to generate and check.")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for evaluation.json, report.md and plots. Default: out/evaluate-RUN.",
+)
+@click.option("--temperature", type=float, default=SampleConfig.temperature, show_default=True)
+@click.option("--top-k", type=int, default=SampleConfig.top_k, show_default=True)
+@click.option("--top-p", type=float, default=SampleConfig.top_p, show_default=True)
+@click.option("--max-length", type=int, default=SampleConfig.max_length, show_default=True)
+@click.option("--random-seed", type=int, default=SampleConfig.random_seed, show_default=True,
+              help="Same seed, same tunes (on CPU).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@user_errors
+def evaluate(run_dir, data_paths, out, as_json, **options):
+    """Measure a trained model: likelihood, validity, musical statistics, novelty."""
+    import json
+
+    run_dir = run_dir or _latest_run(DEFAULT_CHECKPOINTS)
+    out = out or DEFAULT_OUT / f"evaluate-{Path(run_dir).resolve().name}"
+
+    from musicgen.evaluate import evaluate_run
+    from musicgen.files import atomic_write_text
+    from musicgen.report import summary_lines, validity_table, write_report
+
+    result = evaluate_run(run_dir, SampleConfig(**options), data_paths)
+    page = write_report(result, out, Path(run_dir) / "metrics.jsonl")
+    result["report"] = str(page)
+    atomic_write_text(out / "evaluation.json", json.dumps(result, indent=1) + "\n")
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    for line in [*summary_lines(result), "", *validity_table(result), ""]:
+        click.echo(line)
+    click.echo(f"report: {page}; JSON: {out / 'evaluation.json'}")

@@ -104,3 +104,81 @@ def test_quick_benchmark_reports_every_figure():
                 assert number >= 0, where
             else:
                 assert number > 0, where
+
+
+@pytest.mark.slow
+def test_quick_time_to_quality_judges_both_recipes_alike():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "time_to_quality.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["budget_seconds"] >= report["settings"]["budget"]
+    for side in ("ours", "reference"):
+        curve = report[side]["curve"]
+        assert len(curve) >= 2
+        assert [p["seconds"] for p in curve] == sorted(p["seconds"] for p in curve)
+        assert all(0 < p["bits_per_char"] < 20 for p in curve)
+        assert report[side]["final_bits_per_char"] == curve[-1]["bits_per_char"]
+        generated = report[side]["generated"]
+        assert generated["validity"]["tunes"] == report["settings"]["num"]
+        assert set(generated["validity"]["checks"]) >= {"header", "parses", "bars", "repeats"}
+        assert generated["novelty"]["tunes"] == report["settings"]["num"]
+    # The reference reaches its own final figure within its budget, by definition.
+    reached = report["seconds_to_reach_reference_final"]["reference"]
+    assert 0 < reached <= report["budget_seconds"]
+    assert set(report["targets"]) == {
+        "lower_bits_per_char_than_reference",
+        "ours_valid_share_at_least_95",
+    }
+
+
+@pytest.mark.slow
+def test_quick_midi_ingest_benchmark_reports_every_figure():
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "ingest_midi.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    ours = report["ours"]
+    assert ours["files"] == ours["converted"] == report["made"]["made"]
+    assert ours["files"] == report["settings"]["files"]
+    assert ours["tunes_kept"] > 0.9 * ours["files"]
+    for where, number in numbers({k: ours[k] for k in ("files_per_sec", "per_file_ms", "memory")}):
+        assert number > 0, where
+    if report["reference"] is not None:
+        assert report["reference"]["files_per_sec"] > 0 and report["ratio_files_per_sec"] > 0
+
+
+@pytest.mark.slow
+def test_quick_model_comparison_reports_every_figure():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "models.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    for kind in ("lstm", "transformer"):
+        generated = report["generation"][kind]
+        assert generated["tracing_counts"] == {"prime": 1, "decode": 1}
+        # EOS is masked, so every tune runs to full length.
+        assert generated["batch_1"]["chars_20"]["chars"] == 20 * report["budget"]["gen_repeats"]
+        assert set(report["flags_over_float32"][kind]) == {"mixed_precision", "xla"}
+        compared = report["comparison"][kind]
+        assert compared["steps"] == 3 and compared["validation_tunes"] == 8
+        assert 0 < compared["val_bits_per_char_whole_tunes"] < 10
+        assert 0 <= compared["sampling"]["valid"] <= compared["sampling"]["tunes"] == 4
+    for where, number in numbers(report["generation_over_reference"], "generation"):
+        assert number > 0, where

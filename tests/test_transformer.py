@@ -5,6 +5,7 @@ work on real tunes."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
@@ -223,6 +224,14 @@ def test_cli_trains_a_transformer_and_draws_its_attention(tmp_path):
     assert generated.exit_code == 0, generated.output
     assert len(list(maps.glob("*-layer1-head*.png"))) == 2
     assert "looks farthest back" in generated.output
+    # evaluate scores whole tunes (longer than the 40-character context) through the window.
+    evaluated = runner.invoke(main, [
+        "evaluate", "--run-dir", str(run_dir), "--num", "2", "--max-length", "120",
+        "--out", str(tmp_path / "evaluation"), "--json",
+    ])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    result = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    assert 0 < result["likelihood"]["bits_per_char"] < 10
 
 
 def test_cli_refuses_attention_maps_for_an_lstm(tmp_path):
