@@ -260,13 +260,63 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
     return RunConfig(data=data, model=model, train=train_cfg)
 
 
-@main.command()
-@click.option(
+_run_dir_option = click.option(
     "--run-dir",
     type=click.Path(path_type=Path),
     default=None,
     help="A trained run. Default: the newest run under checkpoints/.",
 )
+
+
+# The sampling settings, shared by `generate` and `evaluate`; applied last-first so --help lists
+# them in this order.
+_SAMPLING_OPTIONS = (
+    click.option(
+        "--temperature",
+        type=float,
+        default=SampleConfig.temperature,
+        show_default=True,
+        help="Below 1: safer tunes; above 1: wilder ones.",
+    ),
+    click.option(
+        "--top-k",
+        type=int,
+        default=SampleConfig.top_k,
+        show_default=True,
+        help="Sample from the k likeliest characters only (0: off).",
+    ),
+    click.option(
+        "--top-p",
+        type=float,
+        default=SampleConfig.top_p,
+        show_default=True,
+        help="Sample from the smallest set of characters whose probability reaches p (1: off).",
+    ),
+    click.option(
+        "--max-length",
+        type=int,
+        default=SampleConfig.max_length,
+        show_default=True,
+        help="Longest tune in characters, seed included.",
+    ),
+    click.option(
+        "--random-seed",
+        type=int,
+        default=SampleConfig.random_seed,
+        show_default=True,
+        help="Same seed, same tunes (on CPU).",
+    ),
+)
+
+
+def _sampling_options(command):
+    for option in reversed(_SAMPLING_OPTIONS):
+        command = option(command)
+    return command
+
+
+@main.command()
+@_run_dir_option
 @click.option(
     "--seed",
     default=None,
@@ -286,41 +336,7 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
     show_default=True,
     help="Folder for the .abc, .mid and .wav files.",
 )
-@click.option(
-    "--temperature",
-    type=float,
-    default=SampleConfig.temperature,
-    show_default=True,
-    help="Below 1: safer tunes; above 1: wilder ones.",
-)
-@click.option(
-    "--top-k",
-    type=int,
-    default=SampleConfig.top_k,
-    show_default=True,
-    help="Sample from the k likeliest characters only (0: off).",
-)
-@click.option(
-    "--top-p",
-    type=float,
-    default=SampleConfig.top_p,
-    show_default=True,
-    help="Sample from the smallest set of characters whose probability reaches p (1: off).",
-)
-@click.option(
-    "--max-length",
-    type=int,
-    default=SampleConfig.max_length,
-    show_default=True,
-    help="Longest tune in characters, seed included.",
-)
-@click.option(
-    "--random-seed",
-    type=int,
-    default=SampleConfig.random_seed,
-    show_default=True,
-    help="Same seed, same tunes (on CPU).",
-)
+@_sampling_options
 @click.option(
     "--soundfont",
     type=click.Path(path_type=Path, dir_okay=False),
@@ -393,9 +409,7 @@ def _check_soundfont(soundfont: Path | None) -> None:
 def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force=False):
     from musicgen.output import format_table, records_json, write_tunes
 
-    records, notices = write_tunes(
-        texts, out, soundfont=soundfont, audio=not no_audio, force=force
-    )
+    records, notices = write_tunes(texts, out, soundfont=soundfont, audio=not no_audio, force=force)
     for notice in notices:
         click.echo(f"musicgen: {notice}", err=True)
     if as_json:
@@ -495,12 +509,7 @@ def ingest(paths, out, force, grid):
 
 
 @main.command()
-@click.option(
-    "--run-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="A trained run. Default: the newest run under checkpoints/.",
-)
+@_run_dir_option
 @click.option(
     "--data",
     "data_paths",
@@ -516,12 +525,7 @@ def ingest(paths, out, force, grid):
     default=None,
     help="Folder for evaluation.json, report.md and plots. Default: out/evaluate-RUN.",
 )
-@click.option("--temperature", type=float, default=SampleConfig.temperature, show_default=True)
-@click.option("--top-k", type=int, default=SampleConfig.top_k, show_default=True)
-@click.option("--top-p", type=float, default=SampleConfig.top_p, show_default=True)
-@click.option("--max-length", type=int, default=SampleConfig.max_length, show_default=True)
-@click.option("--random-seed", type=int, default=SampleConfig.random_seed, show_default=True,
-              help="Same seed, same tunes (on CPU).")  # fmt: skip
+@_sampling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @user_errors
 def evaluate(run_dir, data_paths, out, as_json, **options):

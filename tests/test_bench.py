@@ -69,18 +69,23 @@ def numbers(tree, where=""):
         yield where, tree
 
 
-@pytest.mark.slow
-def test_quick_benchmark_reports_every_figure():
+def run_quick(script: str, timeout: int) -> dict:
+    """Runs `bench/SCRIPT --quick` in a fresh interpreter and returns the JSON it printed."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
-        [sys.executable, str(BENCH / "speed.py"), "--quick"],
+        [sys.executable, str(BENCH / script), "--quick"],
         capture_output=True,
         text=True,
         env=env,
-        timeout=900,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_reports_every_figure():
+    report = run_quick("speed.py", timeout=900)
 
     assert set(report["ratios"]) == {"train_same_size", "generate_1", "generate_32"}
     assert len(report["ratios_per_round"]) == report["settings"]["rounds"]
@@ -108,16 +113,7 @@ def test_quick_benchmark_reports_every_figure():
 
 @pytest.mark.slow
 def test_quick_time_to_quality_judges_both_recipes_alike():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "time_to_quality.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+    report = run_quick("time_to_quality.py", timeout=900)
     assert report["budget_seconds"] >= report["settings"]["budget"]
     for side in ("ours", "reference"):
         curve = report[side]["curve"]
@@ -140,14 +136,7 @@ def test_quick_time_to_quality_judges_both_recipes_alike():
 
 @pytest.mark.slow
 def test_quick_midi_ingest_benchmark_reports_every_figure():
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "ingest_midi.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+    report = run_quick("ingest_midi.py", timeout=600)
     ours = report["ours"]
     assert ours["files"] == ours["converted"] == report["made"]["made"]
     assert ours["files"] == report["settings"]["files"]
@@ -160,16 +149,7 @@ def test_quick_midi_ingest_benchmark_reports_every_figure():
 
 @pytest.mark.slow
 def test_quick_model_comparison_reports_every_figure():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "models.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1200,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads(done.stdout)
+    report = run_quick("models.py", timeout=1200)
     for kind in ("lstm", "transformer"):
         generated = report["generation"][kind]
         assert generated["tracing_counts"] == {"prime": 1, "decode": 1}
