@@ -279,26 +279,61 @@ def load_run(run_dir: Path) -> tuple[RunConfig, Vocabulary]:
     return config, vocab
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitRecord:
+    """What corpus.json says of one split (training or validation).
+
+    Attributes:
+        tunes: how many tunes.
+        characters: their characters, BOS and EOS not counted.
+        sources: one source per tune, or, for a large corpus read through `musicgen.encoded`, the
+            files its tunes came from (each once, in reading order); `per` says which.
+        per: "tune" or "file".
+    """
+
+    tunes: int
+    characters: int
+    sources: tuple[str, ...]
+    per: str = "tune"
+
+    @classmethod
+    def of_tunes(cls, tunes: Sequence) -> SplitRecord:
+        """The record of `tunes`, objects with `text` and `source` attributes."""
+        return cls(len(tunes), sum(len(t.text) for t in tunes), tuple(str(t.source) for t in tunes))
+
+
 def write_corpus_record(
-    run_dir: Path, train_tunes: Sequence, validation_tunes: Sequence, summary: str = ""
+    run_dir: Path,
+    train_tunes: Sequence | SplitRecord,
+    validation_tunes: Sequence | SplitRecord,
+    summary: str = "",
 ) -> None:
     """Writes `corpus.json`: how many tunes trained and validated the run, and where they came from.
 
+    Its keys: summary, tunes, train_tunes, validation_tunes, train_characters,
+    validation_characters, train_sources, validation_sources, and sources_per ("tune" when the
+    source lists name each tune, "file" when they name the files of a large corpus).
+
     Args:
         run_dir: the run directory.
-        train_tunes: objects with `text` and `source` attributes.
+        train_tunes: objects with `text` and `source` attributes, or a SplitRecord of them.
         validation_tunes: likewise.
         summary: the corpus loader's one-line ingestion summary.
     """
+    train, validation = (
+        tunes if isinstance(tunes, SplitRecord) else SplitRecord.of_tunes(tunes)
+        for tunes in (train_tunes, validation_tunes)
+    )
     record = {
         "summary": summary,
-        "tunes": len(train_tunes) + len(validation_tunes),
-        "train_tunes": len(train_tunes),
-        "validation_tunes": len(validation_tunes),
-        "train_characters": sum(len(tune.text) for tune in train_tunes),
-        "validation_characters": sum(len(tune.text) for tune in validation_tunes),
-        "train_sources": [str(tune.source) for tune in train_tunes],
-        "validation_sources": [str(tune.source) for tune in validation_tunes],
+        "tunes": train.tunes + validation.tunes,
+        "train_tunes": train.tunes,
+        "validation_tunes": validation.tunes,
+        "train_characters": train.characters,
+        "validation_characters": validation.characters,
+        "train_sources": list(train.sources),
+        "validation_sources": list(validation.sources),
+        "sources_per": train.per,
     }
     atomic_write_text(RunPaths(Path(run_dir)).corpus, json.dumps(record, indent=1) + "\n")
 

@@ -25,6 +25,7 @@ from musicgen.config import (
     SampleConfig,
     TrainConfig,
 )
+from musicgen.distribute import STRATEGIES
 from musicgen.errors import MusicgenError
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
@@ -207,24 +208,55 @@ def _pick(value, default):
     help="Compile the training step with XLA (slower on this project's CPU; try it on a GPU).",
 )
 @click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    default="auto",
+    show_default=True,
+    help="tf.distribute strategy: one device, mirrored over this machine's GPUs, or multiworker "
+    "across the machines in TF_CONFIG; auto picks multiworker when TF_CONFIG names several "
+    "tasks, mirrored when several GPUs are visible. --batch-size is the global batch.",
+)
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Read the corpus files again instead of using (or storing) the encoded corpus kept in "
+    "$MUSICGEN_CACHE_DIR (default ~/.cache/musicgen/corpus) from an earlier run.",
+)
+@click.option(
     "--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint."
 )
 @user_errors
-def train(data_paths, run_dir, resume, **options):
+def train(data_paths, run_dir, resume, strategy, no_cache, **options):
     """Train a model on ABC or MIDI tunes (the bundled corpus unless --data is given)."""
-    from musicgen.corpus import load_corpus
+    from musicgen.encoded import load_encoded_corpus
 
     if resume and run_dir is None:
         raise MusicgenError("--resume needs --run-dir: the run to continue")
     if run_dir is None:
         run_dir = DEFAULT_CHECKPOINTS / time.strftime("run-%Y%m%d-%H%M%S")
     config = _train_config(run_dir, resume, data_paths, options)
-    tunes, report = load_corpus(list(config.data.paths) or None)
-    click.echo(report.summary(), err=True)
+    corpus = load_encoded_corpus(
+        list(config.data.paths) or None,
+        fraction=config.data.validation_fraction,
+        use_cache=not no_cache,
+        log=lambda message: click.echo(message, err=True),
+    )
+    summary = corpus.report.summary()
+    click.echo(summary, err=True)
+    if corpus.from_cache:
+        message = f"used the cached corpus {corpus.folder} (files unchanged; --no-cache re-reads)"
+        click.echo(message, err=True)
 
     from musicgen.train import train as run_training
 
-    result = run_training(config, tunes, run_dir, resume=resume, corpus_summary=report.summary())
+    result = run_training(
+        config,
+        corpus,
+        run_dir,
+        resume=resume,
+        corpus_summary=summary,
+        strategy=strategy,
+    )
     click.echo(f"run directory: {run_dir}", err=True)
     click.echo(f"next: musicgen generate --run-dir {run_dir} --num 4 --out {DEFAULT_OUT}", err=True)
     return result

@@ -16,12 +16,15 @@ seen.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from musicgen.abc import Tune, read_text_file, split_tunebook
 from musicgen.errors import CorpusError, ParseError
@@ -31,6 +34,7 @@ DEFAULT_COLLECTIONS = ("oneills1850", "ryansMammoth", "airdsAirs", "miscFolk")
 # Reasons that skip a whole file rather than one tune.
 FILE_REASONS = frozenset({"binary", "unreadable", "no-tunes"}) | MIDI_REASONS
 CORPUS_SUFFIXES = (".abc", *MIDI_SUFFIXES)
+MAX_KEPT_ERRORS = 100  # skipped tunes whose error a streamed load keeps (all are counted)
 
 
 @dataclass
@@ -106,6 +110,8 @@ def load_corpus(
 ) -> tuple[list[Tune], CorpusReport]:
     """Reads every tune of the corpus, normalised, without duplicates.
 
+    Holds the whole corpus in memory; `stream_corpus` reads a large one tune by tune.
+
     Args:
         paths: ABC files, MIDI files and folders; None or empty for the default corpus.
         grid: steps a quarter note that MIDI onsets are quantised to (see `midi_in`).
@@ -117,31 +123,138 @@ def load_corpus(
         CorpusError: a path does not exist or is a folder without .abc or MIDI files; or no usable
             tune was found at all (for a single file, the message says what is wrong with it).
     """
-    files = _user_files(paths) if paths else default_corpus_files()
-    tunes: list[Tune] = []
-    errors: list[ParseError] = []
+    files = corpus_files(paths)
+    report = empty_report(files)
     first_source: dict[str, str] = {}  # text without its X: line -> source of the kept tune
-    midi_files = 0
-    for label, path in files:
+
+    def earlier(tune: Tune) -> str | None:
+        first = first_source.get(_music(tune))
+        if first is None:
+            first_source[_music(tune)] = tune.source
+        return first
+
+    tunes = [tune for _, tune in _kept_tunes(files, grid, report, earlier)]
+    return tunes, report
+
+
+def corpus_files(paths: Sequence[str | Path] | None = None) -> list[tuple[str, Path]]:
+    """The (label, path) of every file a corpus load reads, in reading order.
+
+    Args:
+        paths: ABC files, MIDI files and folders; None or empty for the default corpus.
+
+    Raises:
+        CorpusError: a path does not exist or is a folder without .abc or MIDI files.
+    """
+    return _user_files(paths) if paths else default_corpus_files()
+
+
+def stream_corpus(
+    files: Sequence[tuple[str, Path]], report: CorpusReport, grid: int = DEFAULT_GRID
+) -> Iterator[tuple[int, Tune]]:
+    """Yields the kept tunes of `files` one at a time, filling in `report` as it goes.
+
+    Memory stays bounded as the corpus grows: one file's tunes at a time, plus, to drop duplicates,
+    an 8-byte hash of each kept tune's text without its X: line (`_SeenHashes`: about 8 bytes a
+    tune, 8 MB for a million; two different tunes share a hash with odds of about n^2 / 2^65).
+    So a duplicate's error names no earlier source ("same tune as an earlier one"), and of the
+    skipped tunes' errors only the first MAX_KEPT_ERRORS are kept in `report.errors` (all are
+    counted in `report.skipped`); every skipped file's error is kept.
+
+    Args:
+        files: (label, path) pairs from `corpus_files`.
+        report: an empty report for `files` (see `empty_report`); counts and errors are added.
+        grid: steps a quarter note that MIDI onsets are quantised to (see `midi_in`).
+
+    Yields:
+        (index of the tune's file in `files`, tune), in reading order.
+
+    Raises:
+        CorpusError: once every file is read, when no tune was usable.
+    """
+    seen = _SeenHashes()
+
+    def earlier(tune: Tune) -> str | None:
+        digest = hashlib.blake2b(_music(tune).encode("utf-8"), digest_size=8).digest()
+        return None if seen.add(int.from_bytes(digest, "big")) else "an earlier one"
+
+    yield from _kept_tunes(files, grid, report, earlier, keep_errors=MAX_KEPT_ERRORS)
+
+
+def empty_report(files: Sequence[tuple[str, Path]]) -> CorpusReport:
+    """A report of nothing read yet from `files`, for `stream_corpus` to fill in."""
+    return CorpusReport(files=len(files), tunes_read=0, kept=0, skipped=Counter())
+
+
+def _kept_tunes(
+    files: Sequence[tuple[str, Path]],
+    grid: int,
+    report: CorpusReport,
+    earlier: Callable[[Tune], str | None],
+    keep_errors: int | None = None,
+) -> Iterator[tuple[int, Tune]]:
+    """(file index, tune) for each tune `earlier` has not seen; `earlier` returns the source of
+    the identical tune kept before (and remembers the tune), or None."""
+    for index, (label, path) in enumerate(files):
         try:
             file_tunes, file_errors = _read_file(label, path, grid)
         except ParseError as error:
-            errors.append(error)
+            report.skipped[error.reason] += 1
+            report.errors.append(error)
             continue
-        midi_files += path.suffix.lower() in MIDI_SUFFIXES
-        errors += file_errors
+        report.midi_files += path.suffix.lower() in MIDI_SUFFIXES
+        for error in file_errors:
+            _count_skipped_tune(report, error, keep_errors)
         for tune in file_tunes:
-            music = tune.text.partition("\n")[2]
-            if music in first_source:
-                errors.append(_duplicate_error(tune, first_source[music]))
-            else:
-                first_source[music] = tune.source
-                tunes.append(tune)
-    report = _report(len(files), tunes, errors)
-    report.midi_files = midi_files
-    if not tunes:
+            first = earlier(tune)
+            if first is not None:
+                _count_skipped_tune(report, _duplicate_error(tune, first), keep_errors)
+                continue
+            report.tunes_read += 1
+            report.kept += 1
+            yield index, tune
+    if not report.kept:
         raise CorpusError(_nothing_usable(files, report))
-    return tunes, report
+
+
+def _count_skipped_tune(report: CorpusReport, error: ParseError, keep: int | None) -> None:
+    report.skipped[error.reason] += 1
+    if error.reason not in FILE_REASONS:
+        report.tunes_read += 1
+    if keep is None or len(report.errors) < keep or error.reason in FILE_REASONS:
+        report.errors.append(error)
+
+
+class _SeenHashes:
+    """A set of 64-bit hashes in about 8 bytes each: a sorted array, plus a Python set of the
+    latest ones (about 70 bytes each) merged into it every MERGE_EVERY."""
+
+    MERGE_EVERY = 1 << 16
+
+    def __init__(self):
+        self.merged = np.zeros(0, dtype=np.uint64)
+        self.recent: set[int] = set()
+
+    def add(self, key: int) -> bool:
+        """Adds `key`; False if it was already there."""
+        if key in self.recent:
+            return False
+        # A uint64 key: a plain int below 2**63 would make numpy compare as float64, copying the
+        # whole array on every call.
+        at = int(np.searchsorted(self.merged, np.uint64(key)))
+        if at < len(self.merged) and int(self.merged[at]) == key:
+            return False
+        self.recent.add(key)
+        if len(self.recent) >= self.MERGE_EVERY:
+            recent = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
+            self.merged = np.sort(np.concatenate([self.merged, recent]))
+            self.recent.clear()
+        return True
+
+
+def _music(tune: Tune) -> str:
+    """The tune's text without its X: line: what two copies of one tune share."""
+    return tune.text.partition("\n")[2]
 
 
 def _read_file(label: str, path: Path, grid: int) -> tuple[list[Tune], list[ParseError]]:
@@ -212,12 +325,6 @@ def _abc_files_in(folder: Path, suffixes: tuple[str, ...] = (".abc",)) -> list[P
 
 def _duplicate_error(tune: Tune, first: str) -> ParseError:
     return ParseError(f"{tune.source}: same tune as {first}; kept only the first", "duplicate")
-
-
-def _report(files: int, tunes: list[Tune], errors: list[ParseError]) -> CorpusReport:
-    skipped = Counter(error.reason for error in errors)
-    tune_skips = sum(n for reason, n in skipped.items() if reason not in FILE_REASONS)
-    return CorpusReport(files, len(tunes) + tune_skips, len(tunes), skipped, errors)
 
 
 def _nothing_usable(files: list[tuple[str, Path]], report: CorpusReport) -> str:

@@ -6,6 +6,7 @@ the next, which teaches the model where tunes stop and start.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 
@@ -89,6 +90,8 @@ def make_dataset(
     repeat: bool = False,
     drop_remainder: bool | None = None,
     tune_starts: np.ndarray | None = None,
+    skip: int = 0,
+    shard: Shard | None = None,
 ):
     """Cuts an id stream into (inputs, targets) windows, targets being inputs shifted by one.
 
@@ -109,18 +112,22 @@ def make_dataset(
             where one extra window per pass also starts. Every window begins with a zero state,
             and generation begins a tune with a zero state and BOS: without these windows the
             model would rarely see that, and would start tunes badly.
+        skip: batches to leave out at the start: those a resumed run has already trained on.
+        shard: this input pipeline's part of every batch, for `tf.distribute` (see Shard); None
+            for the whole batch.
 
     Returns:
-        A `tf.data.Dataset` of (inputs, targets), each int32 (batch, seq_length).
+        A `tf.data.Dataset` of (inputs, targets), each int32 (batch, seq_length), or
+        (shard.replica_batch, seq_length) with a shard.
 
     Raises:
         CorpusError: the stream is shorter than one window.
     """
-    ids = np.asarray(ids, dtype=np.int32)
+    if not isinstance(ids, np.memmap):
+        ids = np.asarray(ids, dtype=np.int32)
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
     require_windows(len(ids), seq_length)
-    stream = tf.constant(ids)  # (n,)
     epochs = tf.data.Dataset.range(2**62 if repeat else 1)
     aligned = _usable_starts(tune_starts, len(ids), seq_length) if shuffle else None
     starts = epochs.flat_map(
@@ -128,12 +135,50 @@ def make_dataset(
     )
     if drop_remainder is None:
         drop_remainder = shuffle
-    batches = starts.batch(batch_size, drop_remainder=drop_remainder)
-    batches = batches.map(
-        lambda batch_starts: _gather_windows(stream, batch_starts, seq_length),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    batches = starts.batch(batch_size, drop_remainder=drop_remainder).skip(skip)
+    if shard is not None:
+        batches = batches.map(shard.cut).unbatch()  # (replica_batch,) starts each
+    gather = _window_reader(ids, seq_length)
+    batches = batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """One input pipeline's part of each global batch, cut into per-replica batches.
+
+    Every pipeline draws the same window starts from the same seed and keeps its own slice of each
+    batch, so together the pipelines (one per worker) read exactly the batches a single device
+    would, and a worker gathers only its own windows.
+
+    Attributes:
+        pipeline: this pipeline's index, in [0, pipelines).
+        pipelines: input pipelines taking part (one per worker).
+        replicas: replicas this pipeline feeds, one per-replica batch each, in turn.
+        replica_batch: windows in each per-replica batch.
+    """
+
+    pipeline: int
+    pipelines: int
+    replicas: int
+    replica_batch: int
+
+    @classmethod
+    def from_context(cls, context, global_batch: int) -> Shard:
+        """The shard a `tf.distribute.InputContext` asks for, for `global_batch` windows."""
+        pipelines = context.num_input_pipelines
+        return cls(
+            pipeline=context.input_pipeline_id,
+            pipelines=pipelines,
+            replicas=context.num_replicas_in_sync // pipelines,
+            replica_batch=context.get_per_replica_batch_size(global_batch),
+        )
+
+    def cut(self, starts):
+        """(global batch,) starts -> (replicas, replica_batch): this pipeline's slice."""
+        size = self.replicas * self.replica_batch
+        mine = starts[self.pipeline * size : (self.pipeline + 1) * size]
+        return tf.reshape(mine, [self.replicas, self.replica_batch])
 
 
 def tune_start_positions(ids: np.ndarray) -> np.ndarray:
@@ -169,8 +214,29 @@ def _window_starts(length: int, seq_length: int, shuffle: bool, seed: int, epoch
     return tf.data.Dataset.from_tensor_slices(starts)
 
 
-def _gather_windows(stream, starts, seq_length: int):
-    """(batch,) start indices -> inputs and targets, each (batch, seq_length)."""
-    positions = starts[:, None] + tf.range(seq_length + 1, dtype=tf.int64)[None, :]
-    windows = tf.gather(stream, positions)  # (batch, seq_length + 1)
-    return windows[:, :-1], windows[:, 1:]
+def _window_reader(ids: np.ndarray, seq_length: int):
+    """A function from (batch,) start indices to (inputs, targets), each int32 (batch, seq_length).
+
+    An in-memory stream becomes one constant tensor. A memory-mapped one (a large corpus from the
+    on-disk cache) stays on disk: each batch reads only its own windows, so memory holds no more
+    of the corpus than the pages in use.
+    """
+    offsets = np.arange(seq_length + 1, dtype=np.int64)
+    if isinstance(ids, np.memmap):
+
+        def read(starts: np.ndarray) -> np.ndarray:
+            return np.asarray(ids[starts[:, None] + offsets[None, :]], dtype=np.int32)
+
+        def gather(starts):
+            windows = tf.numpy_function(read, [starts], tf.int32, stateful=False)
+            windows = tf.ensure_shape(windows, [None, seq_length + 1])
+            return windows[:, :-1], windows[:, 1:]
+
+        return gather
+    stream = tf.constant(ids)  # (n,)
+
+    def gather(starts):
+        windows = tf.gather(stream, starts[:, None] + offsets[None, :])  # (batch, seq_length + 1)
+        return windows[:, :-1], windows[:, 1:]
+
+    return gather

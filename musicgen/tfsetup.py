@@ -24,11 +24,16 @@ _NOISE = (
 )
 
 
+LOGICAL_CPUS_ENV = "MUSICGEN_LOGICAL_CPUS"
+
+
 def import_tensorflow():
     """Imports TensorFlow with its C++ info/warning chatter off, unless the user set the level.
 
     Also looks for GPUs once, inside the same quiet block, since that first probe is where a
-    machine without CUDA logs its errors.
+    machine without CUDA logs its errors. When `MUSICGEN_LOGICAL_CPUS` is set to N > 1, the CPU
+    is split into N logical devices, so `--strategy mirrored` can be tried (and tested) without
+    GPUs; this has to happen before TensorFlow starts its runtime, hence here.
 
     Returns:
         The `tensorflow` module.
@@ -41,8 +46,21 @@ def import_tensorflow():
     with _quiet_native_stderr():
         import tensorflow as tf
 
+        _split_cpu(tf)
         tf.config.list_physical_devices("GPU")
     return tf
+
+
+def _split_cpu(tf) -> None:
+    try:
+        count = int(os.environ.get(LOGICAL_CPUS_ENV, "1"))
+    except ValueError:
+        count = 1
+    if count > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count
+        )
 
 
 def gpu_devices() -> list:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -15,6 +16,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +26,7 @@ import numpy as np
 
 from musicgen.checkpoint import (
     RunPaths,
+    SplitRecord,
     build_model_for,
     checkpoint_manager,
     load_run,
@@ -36,12 +39,15 @@ from musicgen.checkpoint import (
 )
 from musicgen.config import RunConfig, TrainConfig
 from musicgen.dataset import (
+    Shard,
     encode_stream,
     make_dataset,
     require_windows,
     split_tunes,
     tune_start_positions,
 )
+from musicgen.distribute import Distribution, make_distribution
+from musicgen.encoded import EncodedCorpus
 from musicgen.errors import (
     CheckpointError,
     CorpusError,
@@ -96,24 +102,29 @@ class TrainResult:
 
 def train(
     config: RunConfig,
-    tunes: Sequence,
+    tunes: Sequence | EncodedCorpus,
     run_dir: Path,
     *,
     resume: bool = False,
     corpus_summary: str = "",
     progress: bool = True,
     log: Callable[[str], object] | None = None,
+    strategy: str = "auto",
 ) -> TrainResult:
     """Trains a model on `tunes` and keeps everything in `run_dir`.
 
     Args:
         config: the run's settings; `config.model.vocab_size` is filled in from the vocabulary.
-        tunes: objects with `text` (normalised ABC) and `source` attributes.
+        tunes: objects with `text` (normalised ABC) and `source` attributes, or an EncodedCorpus
+            (`encoded.load_encoded_corpus`, split with `config.data.validation_fraction`), whose
+            memory-mapped streams a large corpus trains from without being held in memory.
         run_dir: the run directory (see `musicgen.checkpoint`).
         resume: continue from the run's last checkpoint up to `config.train.steps` in total.
         corpus_summary: the corpus loader's one-line summary, recorded in corpus.json.
         progress: show a progress bar on stderr.
         log: where one-line messages go; defaults to stderr.
+        strategy: one of `distribute.STRATEGIES`. Under "multiworker" every process of the
+            cluster calls `train` with the same arguments; only the chief writes into `run_dir`.
 
     Returns:
         A TrainResult.
@@ -130,24 +141,31 @@ def train(
     """
     started = time.monotonic()
     log = log or _print_to_stderr
+    # First: a multi-worker strategy must set up TensorFlow's runtime itself.
+    distribution = make_distribution(strategy)
+    _check_distribution(config, distribution)
     paths = RunPaths(Path(run_dir))
-    tunes = list(tunes)
-    if not tunes:
-        raise CorpusError("no tunes to train on")
+    corpus = _split(tunes, config.data.validation_fraction)
     _check_window_fits(config)
-    train_tunes, validation_tunes = split_tunes(tunes, config.data.validation_fraction)
-    vocab = _vocabulary(tunes, paths, resume)
+    vocab = _vocabulary(corpus, paths, resume)
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, vocab_size=len(vocab))
     )
-    streams = _Streams.encode(train_tunes, validation_tunes, vocab, config.data.seq_length)
-    prepare_run_dir(paths.root, config, vocab, resume=resume)
+    streams = _Streams.of(corpus, vocab, config.data.seq_length)
+    if distribution.is_chief:
+        prepare_run_dir(paths.root, config, vocab, resume=resume)
     previous_policy = keras.mixed_precision.global_policy()
+    session = None
     try:
         policy = set_mixed_precision(config.train.mixed_precision)
         keras.utils.set_random_seed(config.train.random_seed)
-        session = _Session(config, paths, log, progress, started)
-        log(f"device: {session.device}; precision {policy}; {session.parameters:,} parameters")
+        session = _Session(
+            config, paths, log, progress and distribution.is_chief, started, distribution
+        )
+        log(
+            f"device: {session.device}; {distribution.describe()}; precision {policy}; "
+            f"{session.parameters:,} parameters"
+        )
         start = session.restore(resume)
         if start >= config.train.steps:
             log(
@@ -155,14 +173,17 @@ def train(
                 "to do (raise --steps to train further)"
             )
             return session.result(start, steps_run=0)
-        write_corpus_record(paths.root, train_tunes, validation_tunes, corpus_summary)
+        if distribution.is_chief:
+            write_corpus_record(paths.root, *_split_records(corpus), corpus_summary)
         log(
-            f"training on {len(train_tunes)} tunes ({len(streams.train):,} characters), validating "
-            f"on {len(validation_tunes)} ({len(streams.validation):,})"
+            f"training on {corpus.tune_count('train')} tunes ({len(streams.train):,} characters), "
+            f"validating on {corpus.tune_count('validation')} ({len(streams.validation):,})"
         )
         return session.run(streams, start)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        if session is not None:
+            session.close()
 
 
 def _check_window_fits(config: RunConfig) -> None:
@@ -174,20 +195,81 @@ def _check_window_fits(config: RunConfig) -> None:
         )
 
 
+def _check_distribution(config: RunConfig, distribution: Distribution) -> None:
+    distribution.check_batch(config.train.batch_size)
+    if config.train.xla and distribution.distributed:
+        raise MusicgenError(
+            f"--xla compiles a one-device step; it cannot be used with --strategy "
+            f"{distribution.name} (leave out --xla)"
+        )
+
+
 def _print_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _vocabulary(tunes: Sequence, paths: RunPaths, resume: bool) -> Vocabulary:
+def _split(tunes: Sequence | EncodedCorpus, fraction: float) -> _TuneSplit | EncodedCorpus:
+    """`tunes` split into training and validation (an EncodedCorpus comes split already)."""
+    if isinstance(tunes, EncodedCorpus):
+        if tunes.fraction != fraction:
+            raise ValueError("the encoded corpus was split with another validation fraction")
+        return tunes
+    tunes = list(tunes)
+    if not tunes:
+        raise CorpusError("no tunes to train on")
+    return _TuneSplit(tunes, *split_tunes(tunes, fraction))
+
+
+@dataclasses.dataclass(frozen=True)
+class _TuneSplit:
+    """Tunes in memory, split as `split_tunes` does: `train`'s counterpart of an EncodedCorpus."""
+
+    tunes: list
+    train: list
+    validation: list
+
+    def tunes_in(self, split: str) -> list:
+        return self.train if split == "train" else self.validation
+
+    def tune_count(self, split: str) -> int:
+        return len(self.tunes_in(split))
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary.from_texts(tune.text for tune in self.tunes)
+
+    def unknown_characters(self, vocab: Vocabulary) -> list[str]:
+        unknown: dict[str, None] = {}
+        for tune in self.tunes:
+            unknown.update(dict.fromkeys(vocab.unknown_characters(tune.text)))
+        return list(unknown)
+
+
+def _split_records(corpus: _TuneSplit | EncodedCorpus) -> list[SplitRecord]:
+    """corpus.json's record of the training and validation splits (a large encoded corpus names
+    its source files rather than each tune)."""
+    if isinstance(corpus, EncodedCorpus) and corpus.tune_sources is not None:
+        return [
+            SplitRecord(corpus.tune_count(s), corpus.characters_in[s], corpus.tune_sources[s])
+            for s in ("train", "validation")
+        ]
+    if isinstance(corpus, EncodedCorpus):
+        return [
+            SplitRecord(
+                corpus.tune_count(s), corpus.characters_in[s], corpus.sources[s], per="file"
+            )
+            for s in ("train", "validation")
+        ]
+    return [SplitRecord.of_tunes(corpus.tunes_in(s)) for s in ("train", "validation")]
+
+
+def _vocabulary(corpus: _TuneSplit | EncodedCorpus, paths: RunPaths, resume: bool) -> Vocabulary:
     """A new run's vocabulary is built from every tune; a resumed run keeps its saved one."""
     if not resume:
-        return Vocabulary.from_texts(tune.text for tune in tunes)
+        return corpus.vocabulary()
     _, saved = load_run(paths.root)
-    unknown: dict[str, None] = {}
-    for tune in tunes:
-        unknown.update(dict.fromkeys(saved.unknown_characters(tune.text)))
+    unknown = corpus.unknown_characters(saved)
     if unknown:
-        shown = ", ".join(repr(c) for c in list(unknown)[:8])
+        shown = ", ".join(repr(c) for c in unknown[:8])
         raise VocabularyError(
             f"these tunes hold characters the run's vocabulary ({paths.vocab}) lacks: {shown}; "
             "resume with the tunes the run was trained on, or start a new run"
@@ -199,31 +281,54 @@ def _vocabulary(tunes: Sequence, paths: RunPaths, resume: bool) -> Vocabulary:
 class _Streams:
     """The training and validation tunes as id streams, checked long enough to train on."""
 
-    train: np.ndarray
+    train: np.ndarray  # ids, possibly a read-only memory map (an EncodedCorpus's)
     validation: np.ndarray
     seq_length: int
+    train_starts: np.ndarray  # int64 position of each training tune's BOS
+
+    @classmethod
+    def of(cls, corpus: _TuneSplit | EncodedCorpus, vocab: Vocabulary, seq_length: int) -> _Streams:
+        if not isinstance(corpus, EncodedCorpus):
+            return cls.encode(corpus.train, corpus.validation, vocab, seq_length)
+        train_ids, validation_ids = corpus.ids_in(vocab)
+        require_windows(len(train_ids), seq_length)
+        return cls(train_ids, validation_ids, seq_length, np.asarray(corpus.train_starts))
 
     @classmethod
     def encode(cls, train_tunes, validation_tunes, vocab, seq_length) -> _Streams:
         train_ids = encode_stream(train_tunes, vocab)
         require_windows(len(train_ids), seq_length)
-        return cls(train_ids, encode_stream(validation_tunes, vocab), seq_length)
+        validation_ids = encode_stream(validation_tunes, vocab)
+        return cls(train_ids, validation_ids, seq_length, tune_start_positions(train_ids))
 
-    def datasets(self, batch_size: int, seed: int, start: int):
+    def datasets(self, batch_size: int, seed: int, start: int, distribution: Distribution):
         """(endless shuffled training batches from batch `start` on, validation batches or None).
 
         Skipping the batches a resumed run has already seen makes it see exactly the batches an
-        uninterrupted run would (their order depends only on the seed).
+        uninterrupted run would (their order depends only on the seed). Under a strategy, the
+        training batches are distributed: each worker reads its share of each global batch.
         """
-        train = make_dataset(
-            self.train,
-            self.seq_length,
-            batch_size,
-            shuffle=True,
-            seed=seed,
-            repeat=True,
-            tune_starts=tune_start_positions(self.train),
-        ).skip(start)
+        tune_starts = self.train_starts
+
+        def training_batches(shard=None):
+            return make_dataset(
+                self.train,
+                self.seq_length,
+                batch_size,
+                shuffle=True,
+                seed=seed,
+                repeat=True,
+                tune_starts=tune_starts,
+                skip=start,
+                shard=shard,
+            )
+
+        if distribution.distributed:
+            train = distribution.strategy.distribute_datasets_from_function(
+                lambda context: training_batches(Shard.from_context(context, batch_size))
+            )
+        else:
+            train = training_batches()
         if len(self.validation) < 2:
             return train, None
         # A short validation split gets shorter windows rather than none: the LSTM takes any length.
@@ -251,29 +356,75 @@ def _loss_sum(targets, logits):
     return tf.reduce_sum(per_token * mask), tf.reduce_sum(mask)
 
 
-def train_step(model, optimizer, step, inputs, targets):
-    """One optimiser step; wrap in `tf.function`. Everything it touches comes in as an argument.
+def train_step(model, optimizer, step, inputs, targets, batch_chars=None, clip_norm=0.0):
+    """One replica's part of one optimiser step; wrap in `tf.function` (through
+    `distributed_train_step` under a strategy). Everything it touches comes in as an argument.
 
     Args:
         model: a musicgen model.
-        optimizer: a built Keras optimizer (possibly a LossScaleOptimizer).
+        optimizer: a built Keras optimizer (possibly a LossScaleOptimizer), without clipping of
+            its own: Keras would clip each replica's gradients before summing them.
         step: int64 tf.Variable counting steps, incremented with the weights so the two never part.
-        inputs: int32 (batch, time).
+        inputs: int32 (batch, time): this replica's windows.
         targets: int32 (batch, time).
+        batch_chars: characters in the global batch (all replicas together); None: this batch's
+            own non-PAD count, for a single device.
+        clip_norm: clip the summed gradient to this global norm; 0: no clipping.
 
     Returns:
-        The batch's mean loss in nats per character.
+        This replica's share of the global batch's mean loss in nats per character: the shares
+        of all replicas add up to it.
     """
     with tf.GradientTape() as tape:
         logits = model(inputs, training=True)  # (batch, time, vocab)
-        loss = masked_loss(targets, logits)
+        total, count = _loss_sum(targets, logits)
+        loss = total / (batch_chars or tf.maximum(count, 1.0))
         # Multiplied by the loss scale under float16 (LossScaleOptimizer), else unchanged.
         scaled_loss = optimizer.scale_loss(loss)
     gradients = tape.gradient(scaled_loss, model.trainable_variables)
-    # Unscales (if scaled), clips to the global norm and updates the weights.
+    if clip_norm > 0:
+        gradients = clip_summed_gradients(gradients, clip_norm * optimizer.scale_loss(1.0))
+    # Sums the replicas' gradients, unscales them (if scaled) and updates the weights.
     optimizer.apply(gradients, model.trainable_variables)
     step.assign_add(1)
     return loss
+
+
+def clip_summed_gradients(gradients, clip_norm):
+    """Scales each replica's gradients by the one factor that clips their sum to `clip_norm`.
+
+    The optimizer sums the replicas' gradients after this, so clipping each replica's own would
+    clip the wrong vector; the sum is formed here only to measure its norm. On one device the
+    sum is the gradient itself.
+    """
+    context = tf.distribute.get_replica_context()
+    summed = gradients
+    if context.num_replicas_in_sync > 1:
+        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+    clipped, _ = tf.clip_by_global_norm(
+        gradients, clip_norm, use_norm=tf.linalg.global_norm(summed)
+    )
+    return clipped
+
+
+def distributed_train_step(
+    strategy, model, optimizer, step, inputs, targets, batch_chars, clip_norm
+):
+    """`train_step` on every replica of `strategy`; wrap in `tf.function`.
+
+    Args:
+        inputs, targets: per-replica batches from a distributed dataset (or plain tensors under
+            the default strategy).
+
+    Returns:
+        The global batch's mean loss in nats per character.
+    """
+
+    def replica_step(inputs, targets):
+        return train_step(model, optimizer, step, inputs, targets, batch_chars, clip_norm)
+
+    losses = strategy.run(replica_step, args=(inputs, targets))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
 
 def eval_step(model, inputs, targets):
@@ -302,50 +453,71 @@ def learning_rate_schedule(train_config: TrainConfig):
 
 
 def make_optimizer(train_config: TrainConfig, *, loss_scale: bool = False):
-    """Adam on `learning_rate_schedule`, clipping gradients to a global norm of `clip_norm`.
+    """Adam on `learning_rate_schedule`. It does not clip: `train_step` clips the summed gradient.
 
     Args:
-        train_config: learning rate, warmup, steps and clip norm (0: no clipping).
+        train_config: learning rate, warmup and steps.
         loss_scale: wrap in a LossScaleOptimizer (needed for float16, not for bfloat16).
     """
-    clip = train_config.clip_norm if train_config.clip_norm > 0 else None
-    optimizer = keras.optimizers.Adam(
-        learning_rate=learning_rate_schedule(train_config), global_clipnorm=clip
-    )
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(train_config))
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer
 
 
 class _Session:
     """One call's model, optimizer, checkpoints and logs: the state the training loop shares."""
 
-    def __init__(self, config: RunConfig, paths: RunPaths, log, progress: bool, started: float):
-        self.config, self.paths, self.log, self.started = config, paths, log, started
+    def __init__(
+        self,
+        config: RunConfig,
+        paths: RunPaths,
+        log,
+        progress: bool,
+        started: float,
+        distribution: Distribution,
+    ):
+        self.config, self.log, self.started = config, log, started
+        self.distribution = distribution
+        self.source = paths  # where the run's checkpoints are read from
+        # What this process writes: the run directory, or for a worker other than the chief a
+        # private folder deleted at the end (every worker must still save, as the chief does).
+        self.paths = paths
+        if not distribution.is_chief:
+            self.paths = RunPaths(Path(tempfile.mkdtemp(prefix="musicgen-worker-")))
         self.device = describe_devices()
-        self.model = build_model_for(config)
+        with distribution.strategy.scope():
+            self.model = build_model_for(config)
+            loss_scale = keras.mixed_precision.global_policy().name == "mixed_float16"
+            self.optimizer = make_optimizer(config.train, loss_scale=loss_scale)
+            # Optimizer slots exist before any restore or tracing, so both see the same variables.
+            self.optimizer.build(self.model.trainable_variables)
+            # Replicas all add 1 at once; one of them counts.
+            self.step = tf.Variable(
+                0,
+                dtype=tf.int64,
+                trainable=False,
+                name="step",
+                aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            )
         self.parameters = self.model.count_params()
-        loss_scale = keras.mixed_precision.global_policy().name == "mixed_float16"
-        self.optimizer = make_optimizer(config.train, loss_scale=loss_scale)
-        # Optimizer slots exist before any restore or tracing, so both see the same variables.
-        self.optimizer.build(self.model.trainable_variables)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.manager = checkpoint_manager(
-            paths.root,
+            self.paths.root,
             make_checkpoint(self.model, self.optimizer, self.step),
             config.train.keep_checkpoints,
         )
         self.progress = _Progress(config.train.steps, enabled=progress)
-        self.metrics = _MetricsLog(paths)
+        self.metrics = _MetricsLog(self.paths)
         self.chars_per_step = config.train.batch_size * config.data.seq_length
         self.last: dict = {}  # latest loss, bits per character and validation figures
         self.timing = _Timing(self.chars_per_step)
 
     def restore(self, resume: bool) -> int:
         """Loads the newest intact checkpoint when resuming; returns the step to start from."""
-        remove_leftovers(self.paths.root)
-        latest = usable_checkpoint(self.paths.root, self.log) if resume else None
+        if self.distribution.is_chief:
+            remove_leftovers(self.paths.root)
+        latest = usable_checkpoint(self.source.root, self.log) if resume else None
         if not resume or latest is None:
             if resume:
-                self.log(f"{self.paths.checkpoints}: no checkpoint yet; starting from step 0")
+                self.log(f"{self.source.checkpoints}: no checkpoint yet; starting from step 0")
             self.metrics.start(after_step=0)
             return 0
         try:
@@ -354,20 +526,40 @@ class _Session:
             raise _checkpoint_error(latest, exc) from None
         start = int(self.step.numpy())
         self.last = self.metrics.start(after_step=start)
-        self.log(f"resumed {self.paths.root} at step {start} of {self.config.train.steps}")
+        self.log(f"resumed {self.source.root} at step {start} of {self.config.train.steps}")
         return start
+
+    def close(self) -> None:
+        """Removes a non-chief worker's private folder."""
+        if self.paths is not self.source:
+            shutil.rmtree(self.paths.root, ignore_errors=True)
 
     def run(self, streams: _Streams, start: int) -> TrainResult:
         """Trains from `start` to the target step, recording, evaluating and checkpointing."""
         train_config = self.config.train
         train_batches, validation = streams.datasets(
-            train_config.batch_size, seed=train_config.random_seed, start=start
-        )
+            train_config.batch_size, seed=train_config.random_seed, start=start,
+            distribution=self.distribution,
+        )  # fmt: skip
         # Traced once: training batches all have one shape.
-        step_fn = tf.function(train_step, jit_compile=train_config.xla or None)
+        step_fn = tf.function(
+            functools.partial(
+                distributed_train_step,
+                self.distribution.strategy,
+                self.model,
+                self.optimizer,
+                self.step,
+                batch_chars=float(self.chars_per_step),
+                clip_norm=train_config.clip_norm,
+            ),
+            jit_compile=train_config.xla or None,
+        )
         # The last validation batch may be short: let TensorFlow generalise instead of retracing.
         eval_fn = tf.function(eval_step, reduce_retracing=True)
-        evaluate = (lambda: self._evaluate(eval_fn, validation)) if validation else None
+        # Validation only informs the logs, which the chief alone writes.
+        evaluate = None
+        if validation and self.distribution.is_chief:
+            evaluate = lambda: self._evaluate(eval_fn, validation)  # noqa: E731
         self.metrics.open_writers()
         try:
             with _StopSignals() as stop:
@@ -390,7 +582,7 @@ class _Session:
         step = start
         while step < train_config.steps:
             inputs, targets = next(batches)
-            losses.append(step_fn(self.model, self.optimizer, self.step, inputs, targets))
+            losses.append(step_fn(inputs, targets))
             step += 1
             if step == start + 1:
                 # Reading the loss waits for the step: the clock starts after tracing.
@@ -506,7 +698,7 @@ class _Session:
             chars_per_sec=self.timing.overall_rate(step),
             elapsed=time.monotonic() - self.started,
             device=self.device,
-            run_dir=self.paths.root,
+            run_dir=self.source.root,
             checkpoint=self.manager.latest_checkpoint,
             metrics_path=self.paths.metrics,
             plot_path=self.paths.plot if self.paths.plot.exists() else None,

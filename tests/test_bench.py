@@ -162,3 +162,18 @@ def test_quick_model_comparison_reports_every_figure():
         assert 0 <= compared["sampling"]["valid"] <= compared["sampling"]["tunes"] == 4
     for where, number in numbers(report["generation_over_reference"], "generation"):
         assert number > 0, where
+
+
+@pytest.mark.slow
+def test_quick_large_corpus_benchmark_reports_every_figure():
+    report = run_quick("large_corpus.py", timeout=600)
+    sizes = [str(size) for size in report["settings"]["sizes"]]
+    for size in sizes:
+        measured = report["sizes"][size]
+        assert measured["cold"]["tunes"] == measured["warm"]["tunes"] == int(size)
+        assert not measured["cold"]["from_cache"] and measured["warm"]["from_cache"]
+    assert set(report["time_per_tune_ratio"]) == {f"{size}/{sizes[0]}" for size in sizes}
+    assert report["pipeline"]["from_cache"]
+    for section in ("time_per_tune_ratio", "cold_tunes_per_sec", "peak_rss_mb", "pipeline"):
+        for where, number in numbers(report[section], section):
+            assert number > 0, where

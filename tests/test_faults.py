@@ -508,7 +508,7 @@ def poison_at(monkeypatch, bad_step: int, *, after: bool):
     or, with `after`, once the step is done (so its loss is still finite)."""
     real = train_module.train_step
 
-    def poisoned(model, optimizer, step, inputs, targets):
+    def poisoned(model, optimizer, step, inputs, targets, *args):
         weight = model.trainable_variables[0]
 
         def spoil():
@@ -517,7 +517,7 @@ def poison_at(monkeypatch, bad_step: int, *, after: bool):
 
         if not after:
             tf.cond(tf.equal(step, bad_step - 1), spoil, lambda: tf.constant(0))
-        loss = real(model, optimizer, step, inputs, targets)
+        loss = real(model, optimizer, step, inputs, targets, *args)
         if after:
             tf.cond(tf.equal(step, bad_step), spoil, lambda: tf.constant(0))
         return loss

@@ -1,0 +1,31 @@
+"""Settings every test shares."""
+
+import itertools
+import os
+
+import pytest
+
+_tests = itertools.count()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_corpus_cache(tmp_path_factory):
+    """`musicgen train` caches encoded corpora: tests keep theirs in a temporary folder rather
+    than the user's ~/.cache (this one serves fixtures shared by several tests)."""
+    previous = os.environ.get("MUSICGEN_CACHE_DIR")
+    folder = tmp_path_factory.mktemp("corpus-cache")
+    os.environ["MUSICGEN_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("MUSICGEN_CACHE_DIR", None)
+    else:
+        os.environ["MUSICGEN_CACHE_DIR"] = previous
+
+
+@pytest.fixture(autouse=True)
+def corpus_cache(session_corpus_cache, monkeypatch):
+    """Each test starts with an empty cache (created when first written), so what `train` prints
+    does not depend on which tests ran before."""
+    folder = session_corpus_cache / f"test-{next(_tests)}"
+    monkeypatch.setenv("MUSICGEN_CACHE_DIR", str(folder))
+    return folder
