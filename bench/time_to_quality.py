@@ -1,14 +1,18 @@
 """Time to quality: musicgen's default recipe against the reference recipe for the same wall-clock.
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python bench/time_to_quality.py [--quick] [--steps N]
-        [--budget SECONDS] [--num N] [--keep DIR] > ttq.json
+        [--budget SECONDS] [--num N] [--keep DIR | --ours DIR] > ttq.json
 
 Both recipes train on the same tunes (the bundled corpus minus musicgen's validation split), back
 to back in this one process: first ours, with its default settings (`RunConfig()`) for its default
 number of steps; then the reference (`reference.py`, the MIT lab's recipe) for as many seconds as
-ours took (or `--budget` seconds). Both clocks include setting up, tracing and, for ours, its own
-periodic validation and checkpoints; the reference's clock stops while its weights are copied for
-the curve. Then both are judged the same way:
+ours took (or `--budget` seconds). `--ours DIR --budget SECONDS` skips our training and judges
+a run trained with the default settings and checkpoints kept along the way (`--keep` of an
+earlier run), its seconds read from its metrics.jsonl; the reference trains first, so that run
+may still be training meanwhile (on a shared machine both then run under the same load). Both
+clocks include setting up, tracing and, for ours, its own periodic validation and checkpoints;
+the reference's clock stops while its weights are copied for the curve. Then both are judged the
+same way:
 
 - validation bits per character on the same validation tunes, each tune read whole from its
   start (ours: BOS + tune + EOS; the reference, which has no special tokens: the blank line's
@@ -52,6 +56,7 @@ class Settings:
     max_length: int | None = None  # None: SampleConfig's default
     corpus_tunes: int | None = None  # None: the whole bundled corpus
     quick: bool = False
+    ours: Path | None = None  # a run of ours trained earlier, instead of training one now
 
 
 def log(message: str) -> None:
@@ -94,6 +99,29 @@ def train_ours(tunes, settings: Settings, run_dir: Path) -> dict:
         "seconds": result.elapsed,
         "chars_per_sec": result.chars_per_sec,
         "logged_val_bits_per_char": result.val_bits_per_char,
+    }
+
+
+def trained_ours(run_dir: Path) -> dict:
+    """What `train_ours` reports, read back from a run trained earlier (waiting for it to reach
+    its last step, should it still be training)."""
+    from musicgen.config import RunConfig
+    from musicgen.train import read_metrics
+
+    steps = RunConfig.load(run_dir / "config.json").train.steps
+    while (entries := read_metrics(run_dir / "metrics.jsonl"))[-1:] and (
+        entries[-1]["step"] < steps or "val_bits_per_char" not in entries[-1]
+    ):
+        time.sleep(10)
+    rates = [e["chars_per_sec"] for e in entries if "chars_per_sec" in e]
+    validations = [e["val_bits_per_char"] for e in entries if "val_bits_per_char" in e]
+    log(f"ours: trained earlier in {run_dir}, {entries[-1]['step']} steps")
+    return {
+        "steps": entries[-1]["step"],
+        "seconds": entries[-1]["elapsed"],
+        "chars_per_sec": float(np.mean(rates)) if rates else None,
+        "logged_val_bits_per_char": validations[-1] if validations else None,
+        "trained_earlier": str(run_dir),
     }
 
 
@@ -242,6 +270,17 @@ def reference_tunes(trained: dict, num: int, length: int, seed: int = 0) -> list
 # Judging
 
 
+def bits_at(curve: list[dict], seconds: float) -> float | None:
+    """A curve's bits/char at `seconds`, interpolating between its points; None past its end."""
+    for before, after in zip(curve, curve[1:]):
+        if before["seconds"] <= seconds <= after["seconds"]:
+            fraction = (seconds - before["seconds"]) / (after["seconds"] - before["seconds"])
+            return before["bits_per_char"] + fraction * (
+                after["bits_per_char"] - before["bits_per_char"]
+            )
+    return curve[-1]["bits_per_char"] if curve and seconds == curve[-1]["seconds"] else None
+
+
 def seconds_to_reach(curve: list[dict], target: float) -> float | None:
     """When a curve first reaches `target` bits/char, interpolating between its points; None if
     it never does."""
@@ -277,12 +316,20 @@ def run(settings: Settings, work_dir: Path) -> dict:
     tunes, train, validation = load_tunes(settings)
     validation_texts = [t.text for t in validation]
     load_before = os.getloadavg()
-    ours = train_ours(tunes, settings, work_dir / "ours")
-    budget = settings.budget or ours["seconds"]
-    log(f"reference: training for {budget:.0f} s")
-    reference = train_reference("\n".join(t.text for t in train), budget)
+    reference_text = "\n".join(t.text for t in train)
+    if settings.ours:
+        # The reference first, so that our run may still be training meanwhile.
+        log(f"reference: training for {settings.budget:.0f} s")
+        reference = train_reference(reference_text, settings.budget)
+        our_dir, ours = settings.ours, trained_ours(settings.ours)
+    else:
+        our_dir = work_dir / "ours"
+        ours = train_ours(tunes, settings, our_dir)
+        budget = settings.budget or ours["seconds"]
+        log(f"reference: training for {budget:.0f} s")
+        reference = train_reference(reference_text, budget)
     load_after = os.getloadavg()
-    our_curve, model, vocab = ours_curve(work_dir / "ours", validation_texts)
+    our_curve, model, vocab = ours_curve(our_dir, validation_texts)
     ref_curve, ref_unknown = reference_curve(reference, validation_texts)
 
     sample = SampleConfig(
@@ -331,7 +378,7 @@ def report(
 
     ref_final, our_final = ref_curve[-1]["bits_per_char"], our_curve[-1]["bits_per_char"]
     return {
-        "settings": dataclasses.asdict(settings),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()},
         "corpus": {
             "tunes": len(tunes),
             "train_tunes": len(train),
@@ -340,7 +387,11 @@ def report(
         },
         "budget_seconds": ref_curve[-1]["seconds"],
         "ours": {
-            "recipe": dataclasses.asdict(RunConfig()),
+            "recipe": dataclasses.asdict(
+                RunConfig.load(Path(ours["trained_earlier"]) / "config.json")
+                if "trained_earlier" in ours
+                else RunConfig()
+            ),
             "training": ours,
             "curve": our_curve,
             "final_bits_per_char": our_final,
@@ -356,6 +407,11 @@ def report(
             "curve": ref_curve,
             "final_bits_per_char": ref_final,
             "generated": judged_reference,
+        },
+        # Equal wall-clock when the two runs' lengths differ (`--ours` with another `--budget`).
+        "bits_per_char_at_reference_budget": {
+            "ours": bits_at(our_curve, ref_curve[-1]["seconds"]),
+            "reference": ref_final,
         },
         "seconds_to_reach_reference_final": {
             "ours": seconds_to_reach(our_curve, ref_final),
@@ -390,8 +446,13 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", type=float, default=None, help="the reference's seconds")
     parser.add_argument("--num", type=int, default=100, help="tunes generated by each side")
     parser.add_argument("--keep", type=Path, default=None, help="keep our run directory here")
+    parser.add_argument(
+        "--ours", type=Path, default=None, help="judge this run of ours (see --keep) instead"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run in about a minute")
     args = parser.parse_args(argv)
+    if args.ours and not args.budget:
+        parser.error("--ours needs --budget: the reference's seconds (at least our run's)")
     if args.quick:
         settings = Settings(
             steps=args.steps or 3,
@@ -402,7 +463,7 @@ def main(argv=None) -> None:
             quick=True,
         )
     else:
-        settings = Settings(steps=args.steps, budget=args.budget, num=args.num)
+        settings = Settings(steps=args.steps, budget=args.budget, num=args.num, ours=args.ours)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="musicgen-ttq-") as folder:
         work_dir = args.keep or Path(folder)

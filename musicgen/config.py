@@ -61,7 +61,7 @@ TRANSFORMER_LAYERS = 4
 class TrainConfig:
     """How the optimiser runs."""
 
-    steps: int = 500
+    steps: int = 1500
     batch_size: int = 64
     learning_rate: float = 3e-3
     warmup_steps: int = 100
