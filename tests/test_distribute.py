@@ -173,6 +173,18 @@ def test_a_two_worker_cluster_trains_as_one_device_does_and_only_the_chief_write
     assert list((tmp_path / "scratch").iterdir()) == []
 
 
+def stop_at_step_20(run: Path) -> None:
+    """Leaves `run` as a run of 30 steps stopped right after its checkpoint of step 20 (the
+    learning-rate schedule depends on the step target, so a 20-step run would not do)."""
+    directory = run / "ckpt"
+    for path in directory.glob(f"ckpt-{STEPS}.*"):
+        path.unlink()
+    kept = str(directory / "ckpt-20")
+    tf.compat.v1.train.update_checkpoint_state(
+        str(directory), kept, all_model_checkpoint_paths=[kept]
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["mirrored", "multiworker"])
 def test_resume_under_a_strategy_ends_where_an_uninterrupted_run_does(
@@ -181,7 +193,8 @@ def test_resume_under_a_strategy_ends_where_an_uninterrupted_run_does(
     """Stopped at step 20 on one device, resumed to 30 under `strategy`."""
     run = tmp_path / "resumed"
     args = [*data_args, *LSTM, *COMMON]
-    train_one_device(run, [*args, "--steps", "20"], tmp_path)
+    train_one_device(run, [*args, "--steps", str(STEPS)], tmp_path)
+    stop_at_step_20(run)
     resume = train_mirrored if strategy == "mirrored" else train_cluster
     resume(run, [*args, "--steps", str(STEPS)], tmp_path, "--resume")
     assert_same_training(run, one_device_runs["lstm"])
@@ -191,7 +204,8 @@ def test_resume_under_a_strategy_ends_where_an_uninterrupted_run_does(
 def test_a_mirrored_run_resumes_under_mirrored(data_args, one_device_runs, tmp_path):
     run = tmp_path / "resumed"
     args = [*data_args, *LSTM, *COMMON]
-    train_mirrored(run, [*args, "--steps", "20"], tmp_path)
+    train_mirrored(run, [*args, "--steps", str(STEPS)], tmp_path)
+    stop_at_step_20(run)
     log = train_mirrored(run, [*args, "--steps", str(STEPS)], tmp_path, "--resume")
     assert "resumed" in log and "at step 20 of 30" in log
     assert_same_training(run, one_device_runs["lstm"])
