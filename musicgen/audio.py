@@ -109,6 +109,61 @@ def midi_to_wav(
     return AudioResult(engine, len(samples) / sample_rate, peak, notice)
 
 
+def check_soundfont(path: str | Path) -> None:
+    """Makes sure `path` is a SoundFont FluidSynth can load, before any work is done with it.
+
+    Raises:
+        AudioError: naming the file and what to do: missing, not a regular file, not a RIFF
+            `sfbk` (SoundFont 2) file, cut short, or refused by FluidSynth.
+    """
+    path = Path(path)
+    hint = "pass a General MIDI .sf2 file to --soundfont"
+    if not path.exists():
+        raise AudioError(f"{path}: no such SoundFont file; {hint}")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a regular file; {hint}")
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"sfbk":
+        raise AudioError(f"{path}: not a SoundFont 2 file; {hint}")
+    if int.from_bytes(head[4:8], "little") + 8 > path.stat().st_size:
+        raise AudioError(f"{path}: the SoundFont is cut short; {hint}")
+    try:
+        import fluidsynth
+
+        synth = fluidsynth.Synth(samplerate=44100.0)
+    except (ImportError, OSError, AttributeError):
+        return  # the header is all that can be checked without the library
+    try:
+        with quiet_c_stderr():
+            loaded = synth.sfload(str(path))
+        if loaded == -1:
+            raise AudioError(f"{path}: FluidSynth cannot load this SoundFont; {hint}")
+    finally:
+        synth.delete()
+
+
+@contextlib.contextmanager
+def quiet_c_stderr():
+    """Sends what C libraries (FluidSynth, libinstpatch) print to file descriptor 2 to nowhere.
+
+    Their lines mean nothing to a user; failures are reported through return values instead.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _read_midi(path: Path):
     import pretty_midi  # about 0.3 s to import: only when audio is wanted
 
@@ -139,12 +194,14 @@ def _fluidsynth_library(midi, sf2: Path, sample_rate: int) -> np.ndarray | None:
     except (ImportError, OSError, AttributeError):  # AttributeError: an old library lacks a call
         return None
     try:
-        sfid = synth.sfload(str(sf2))
+        with quiet_c_stderr():
+            sfid = synth.sfload(str(sf2))
         if sfid == -1:
-            raise AudioError(f"FluidSynth cannot load SoundFont {sf2}")
+            raise AudioError(f"{sf2}: FluidSynth cannot load this SoundFont; pass another .sf2")
         if not any(instrument.notes for instrument in midi.instruments):
             return np.zeros(0)
-        return midi.fluidsynth(fs=sample_rate, synthesizer=synth, sfid=sfid, normalize=False)
+        with quiet_c_stderr():
+            return midi.fluidsynth(fs=sample_rate, synthesizer=synth, sfid=sfid, normalize=False)
     finally:
         synth.delete()
 
@@ -270,8 +327,7 @@ def play(path: str | Path) -> str | None:
         AudioError: The file is missing, or the player failed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"no such file to play: {path}")
+    _check_playable(path)
     command = find_player(path.suffix)
     if command is None:
         return _no_player_message(path)
@@ -281,6 +337,33 @@ def play(path: str | Path) -> str | None:
             detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise AudioError(f"{Path(command[0]).name} could not play {path}: {detail[0]}")
     return None
+
+
+def _check_playable(path: Path) -> None:
+    """Raises AudioError unless `path` is a regular WAV or MIDI file that reads as one."""
+    if not path.exists():
+        raise AudioError(f"no such file to play: {path}")
+    if not path.is_file():
+        raise AudioError(f"{path}: not a regular file; pass a .wav or .mid file to play")
+    suffix = path.suffix.lower()
+    if suffix not in (".wav", ".mid", ".midi"):
+        hint = "; make one with `musicgen render` first" if suffix == ".abc" else ""
+        raise AudioError(f"{path}: play takes .wav, .mid or .midi files{hint}")
+    try:
+        if suffix == ".wav":
+            with wave.open(str(path), "rb") as wav:
+                wav.getnframes()
+        else:
+            import mido
+
+            mido.MidiFile(str(path))
+    except Exception as exc:  # wave.Error, EOFError, mido's many kinds for a damaged file
+        kind = "WAV" if suffix == ".wav" else "MIDI"
+        raise AudioError(f"{path}: not a readable {kind} file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _no_player_message(path: Path) -> str:

@@ -307,18 +307,22 @@ def write_corpus_record(
     train_tunes: Sequence | SplitRecord,
     validation_tunes: Sequence | SplitRecord,
     summary: str = "",
+    headers: dict | None = None,
 ) -> None:
     """Writes `corpus.json`: how many tunes trained and validated the run, and where they came from.
 
     Its keys: summary, tunes, train_tunes, validation_tunes, train_characters,
-    validation_characters, train_sources, validation_sources, and sources_per ("tune" when the
-    source lists name each tune, "file" when they name the files of a large corpus).
+    validation_characters, train_sources, validation_sources, sources_per ("tune" when the
+    source lists name each tune, "file" when they name the files of a large corpus), and headers
+    when given.
 
     Args:
         run_dir: the run directory.
         train_tunes: objects with `text` and `source` attributes, or a SplitRecord of them.
         validation_tunes: likewise.
         summary: the corpus loader's one-line ingestion summary.
+        headers: the header values the training tunes use (`musicgen.controls.KnownHeaders`'s
+            JSON), which `generate --key/--meter/--type` are checked against.
     """
     train, validation = (
         tunes if isinstance(tunes, SplitRecord) else SplitRecord.of_tunes(tunes)
@@ -335,6 +339,8 @@ def write_corpus_record(
         "validation_sources": list(validation.sources),
         "sources_per": train.per,
     }
+    if headers is not None:
+        record["headers"] = headers
     atomic_write_text(RunPaths(Path(run_dir)).corpus, json.dumps(record, indent=1) + "\n")
 
 

@@ -18,6 +18,15 @@ import click
 
 from musicgen import __version__
 from musicgen.config import (
+    MAX_BATCH,
+    MAX_LAYERS,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    MAX_TRAIN_SEED,
+    MAX_TUNE_LENGTH,
+    MAX_TUNES_PER_CALL,
+    MAX_WIDTH,
+    MAX_WINDOW,
     TRANSFORMER_LAYERS,
     DataConfig,
     ModelConfig,
@@ -26,7 +35,7 @@ from musicgen.config import (
     TrainConfig,
 )
 from musicgen.distribute import STRATEGIES
-from musicgen.errors import MusicgenError
+from musicgen.errors import ConfigError, MusicgenError
 
 DEFAULT_CHECKPOINTS = Path("checkpoints")
 DEFAULT_OUT = Path("out")
@@ -37,13 +46,32 @@ def _fail(message: str, code: int = 1):
     sys.exit(code)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt; `signum` gives the exit code."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 def user_errors(command):
-    """Turns a MusicgenError or a file-system error into one line on stderr and exit code 1."""
+    """Turns a MusicgenError or a file-system error into one line on stderr and exit code 1.
+
+    While the command runs, SIGTERM interrupts it as Ctrl-C does (exit code 143, not 130); `train`
+    installs its own handlers, which finish the step and save first.
+    """
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        previous = _set_sigterm(_raise_interrupted)
         try:
             return command(*args, **kwargs)
+        except ConfigError as exc:
+            _fail(_with_option_name(exc))
         except MusicgenError as exc:
             _fail(str(exc))
         except OSError as exc:
@@ -55,17 +83,84 @@ def user_errors(command):
             # 128 + the signal's number, as a shell reports a process killed by it: 130 for
             # Ctrl-C (SIGINT), 143 for SIGTERM.
             _fail("interrupted", code=128 + getattr(exc, "signum", signal.SIGINT))
+        finally:
+            _set_sigterm(previous)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _set_sigterm(handler):
+    """Installs `handler` for SIGTERM where that is possible (the main thread); returns the old."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker): leave it alone
+        return None
+
+
+def _with_option_name(exc: ConfigError) -> str:
+    """The message with the setting's name as the user wrote it: `d_model` -> `--d-model`."""
+    message = str(exc)
+    option = _OPTION_OF_FIELD.get(exc.field, "--" + exc.field.replace("_", "-"))
+    if exc.field and message.startswith(exc.field):
+        return option + message[len(exc.field) :]
+    return message
+
+
+_OPTION_OF_FIELD = {"kind": "--model"}
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite: click's FloatRange lets `nan` and `inf` through."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+class _Group(click.Group):
+    """Click's group whose usage errors are one line on stderr, as every other error is."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            hint = ""
+            if isinstance(exc, click.UsageError) and exc.ctx is not None:
+                hint = f" (see `{exc.ctx.command_path} --help`)"
+            click.echo(f"musicgen: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("musicgen: error: interrupted", err=True)
+            sys.exit(130)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="musicgen")
 def main():
     """Learn folk music from ABC notation and write new tunes you can play."""
     # TensorFlow's C++ log lines (oneDNN fallbacks, CUDA probing) mean nothing to a user; Python
     # errors still surface. Set TF_CPP_MIN_LOG_LEVEL yourself to see them.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _quiet_matplotlib()
+
+
+def _quiet_matplotlib() -> None:
+    """Gives Matplotlib a writable cache folder: with an unwritable HOME it warns in many lines."""
+    if "MPLCONFIGDIR" in os.environ:
+        return
+    home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    probe = home if home.exists() else home.parent
+    if not os.access(probe, os.W_OK):
+        import tempfile
+
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="musicgen-matplotlib-")
 
 
 def _latest_run(root: Path) -> Path:
@@ -105,93 +200,93 @@ def _pick(value, default):
 )
 @click.option(
     "--steps",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_STEPS),
     default=None,
     help=f"Total training steps.  [default: {TrainConfig.steps}]",
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BATCH),
     default=None,
     help=f"Windows per step.  [default: {TrainConfig.batch_size}]",
 )
 @click.option(
     "--seq-length",
-    type=click.IntRange(min=2),
+    type=click.IntRange(2, MAX_WINDOW),
     default=None,
     help=f"Characters per window.  [default: {DataConfig.seq_length}]",
 )
 @click.option(
     "--learning-rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(0, 1e6, min_open=True),
     default=None,
     help=f"Peak learning rate.  [default: {TrainConfig.learning_rate}]",
 )
 @click.option(
     "--embedding-dim",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_WIDTH),
     default=None,
     help=f"Character embedding size.  [default: {ModelConfig.embedding_dim}]",
 )
 @click.option(
     "--units",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_WIDTH),
     default=None,
     help=f"LSTM units per layer.  [default: {ModelConfig.units}]",
 )
 @click.option(
     "--layers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_LAYERS),
     default=None,
     help=f"LSTM or Transformer layers.  [default: {ModelConfig.layers} (LSTM), "
     f"{TRANSFORMER_LAYERS} (Transformer)]",
 )
 @click.option(
     "--d-model",
-    type=click.IntRange(min=2),
+    type=click.IntRange(2, MAX_WIDTH),
     default=None,
     help=f"Transformer width (even, a multiple of --heads).  [default: {ModelConfig.d_model}]",
 )
 @click.option(
     "--heads",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 256),
     default=None,
     help=f"Transformer attention heads.  [default: {ModelConfig.heads}]",
 )
 @click.option(
     "--ff-dim",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 4 * MAX_WIDTH),
     default=None,
     help=f"Transformer feed-forward size.  [default: {ModelConfig.ff_dim}]",
 )
 @click.option(
     "--context",
-    type=click.IntRange(min=2),
+    type=click.IntRange(2, MAX_WINDOW),
     default=None,
     help="Characters a Transformer attends over; also its training window unless --seq-length "
     f"is given.  [default: {ModelConfig.context}]",
 )
 @click.option(
     "--dropout",
-    type=click.FloatRange(0, 1, max_open=True),
+    type=FiniteFloat(0, 0.95),
     default=None,
     help=f"Dropout between layers.  [default: {ModelConfig.dropout}]",
 )
 @click.option(
     "--eval-every",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_STEPS),
     default=None,
     help=f"Steps between validation runs.  [default: {TrainConfig.eval_every}]",
 )
 @click.option(
     "--checkpoint-every",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_STEPS),
     default=None,
     help=f"Steps between checkpoints.  [default: {TrainConfig.checkpoint_every}]",
 )
 @click.option(
     "--random-seed",
-    type=int,
+    type=click.IntRange(0, MAX_TRAIN_SEED),
     default=None,
     help=f"Seed for weights, batches and dropout.  [default: {TrainConfig.random_seed}]",
 )
@@ -229,11 +324,13 @@ def _pick(value, default):
 def train(data_paths, run_dir, resume, strategy, no_cache, **options):
     """Train a model on ABC or MIDI tunes (the bundled corpus unless --data is given)."""
     from musicgen.encoded import load_encoded_corpus
+    from musicgen.rundir import check_run_dir
 
     if resume and run_dir is None:
         raise MusicgenError("--resume needs --run-dir: the run to continue")
     if run_dir is None:
         run_dir = DEFAULT_CHECKPOINTS / time.strftime("run-%Y%m%d-%H%M%S")
+    check_run_dir(run_dir, resume=resume)
     config = _train_config(run_dir, resume, data_paths, options)
     corpus = load_encoded_corpus(
         list(config.data.paths) or None,
@@ -273,12 +370,11 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
         data = dataclasses.replace(data, paths=tuple(str(p) for p in data_paths))
     model = base.model
     train_cfg = base.train
-    if not resume:
+    if resume:
+        _check_resume_options(base.model, options, Path(run_dir) / "config.json")
+    else:
         model = ModelConfig.defaults(_pick(options["kind"], model.kind))
-        model_fields = (
-            "embedding_dim", "units", "layers", "dropout", "d_model", "heads", "ff_dim", "context",
-        )  # fmt: skip
-        updates = {name: options[name] for name in model_fields if options[name] is not None}
+        updates = {name: options[name] for name in _MODEL_OPTIONS[1:] if options[name] is not None}
         model = dataclasses.replace(model, **updates)
         if model.kind == "transformer" and options["seq_length"] is None:
             data = dataclasses.replace(data, seq_length=model.context)
@@ -290,6 +386,24 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
     updates = {name: options[name] for name in train_fields if options[name] is not None}
     train_cfg = dataclasses.replace(train_cfg, **updates)
     return RunConfig(data=data, model=model, train=train_cfg)
+
+
+_MODEL_OPTIONS = (
+    "kind", "embedding_dim", "units", "layers", "dropout", "d_model", "heads", "ff_dim", "context",
+)  # fmt: skip
+
+
+def _check_resume_options(saved: ModelConfig, options: dict, source: Path) -> None:
+    """A model option given with --resume must agree with the run's model: it cannot change."""
+    for name in _MODEL_OPTIONS:
+        given = options[name]
+        if given is not None and given != getattr(saved, name):
+            option = _OPTION_OF_FIELD.get(name, "--" + name.replace("_", "-"))
+            raise MusicgenError(
+                f"{option} {given} contradicts the run being resumed ({name} "
+                f"{getattr(saved, name)} in {source}); leave it out to resume, or train a new "
+                "model into another --run-dir"
+            )
 
 
 _run_dir_option = click.option(
@@ -305,35 +419,35 @@ _run_dir_option = click.option(
 _SAMPLING_OPTIONS = (
     click.option(
         "--temperature",
-        type=float,
+        type=FiniteFloat(0, MAX_TEMPERATURE, min_open=True),
         default=SampleConfig.temperature,
         show_default=True,
         help="Below 1: safer tunes; above 1: wilder ones.",
     ),
     click.option(
         "--top-k",
-        type=int,
+        type=click.IntRange(0, 65_536),
         default=SampleConfig.top_k,
         show_default=True,
         help="Sample from the k likeliest characters only (0: off).",
     ),
     click.option(
         "--top-p",
-        type=float,
+        type=FiniteFloat(0, 1, min_open=True),
         default=SampleConfig.top_p,
         show_default=True,
         help="Sample from the smallest set of characters whose probability reaches p (1: off).",
     ),
     click.option(
         "--max-length",
-        type=int,
+        type=click.IntRange(1, MAX_TUNE_LENGTH),
         default=SampleConfig.max_length,
         show_default=True,
         help="Longest tune in characters, seed included.",
     ),
     click.option(
         "--random-seed",
-        type=int,
+        type=click.IntRange(-(2**63), 2**63 - 1),
         default=SampleConfig.random_seed,
         show_default=True,
         help="Same seed, same tunes (on CPU).",
@@ -354,9 +468,15 @@ def _sampling_options(command):
     default=None,
     help=r"Priming ABC, e.g. 'X:1\nM:6/8\nK:D\n' (\n means newline), or an .abc file.",
 )
+@click.option("--key", default=None, help="Key of the tunes (K:), e.g. D, Ador, Em.")
+@click.option("--meter", default=None, help="Meter of the tunes (M:), e.g. 6/8, 4/4, C|.")
+@click.option(
+    "--type", "tune_type", default=None, help="Tune type (R:), e.g. reel, jig, hornpipe, air."
+)
+@click.option("--title", default=None, help="Title of the tunes (T:).")
 @click.option(
     "--num",
-    type=int,
+    type=click.IntRange(1, MAX_TUNES_PER_CALL),
     default=SampleConfig.num,
     show_default=True,
     help="How many tunes, sampled as one batch.",
@@ -366,7 +486,7 @@ def _sampling_options(command):
     type=click.Path(path_type=Path),
     default=DEFAULT_OUT,
     show_default=True,
-    help="Folder for the .abc, .mid and .wav files.",
+    help="Folder for the .abc, .mid, .wav and .svg files.",
 )
 @_sampling_options
 @click.option(
@@ -376,6 +496,7 @@ def _sampling_options(command):
     help="A General MIDI .sf2 for the WAV files. Default: the one pretty_midi ships.",
 )
 @click.option("--no-audio", is_flag=True, help="Write .abc and .mid only.")
+@click.option("--no-score", is_flag=True, help="Do not write the sheet music (.svg).")
 @click.option(
     "--force", is_flag=True, help="Overwrite files of the same name (default: add -2, -3...)."
 )
@@ -389,16 +510,28 @@ def _sampling_options(command):
     "head, into this folder.",
 )
 @user_errors
-def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, force, **options):
-    """Write new tunes with a trained model, as ABC, MIDI and WAV."""
+def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, force, no_score,
+             key, meter, tune_type, title, **options):  # fmt: skip
+    """Write new tunes with a trained model, as ABC, MIDI, WAV and sheet music (SVG).
+
+    --key, --meter, --type and --title build the header the tunes start with; each value must be
+    one the model's training tunes used.
+    """
     from musicgen.generate import parse_seed
+    from musicgen.output import check_output_folder
 
     sample = SampleConfig(**options)
-    if sample.num < 1:
-        raise MusicgenError("--num must be at least 1")
-    _check_soundfont(soundfont)
+    _check_soundfont(soundfont, no_audio)
     seed_text = parse_seed(seed)
     run_dir = run_dir or _latest_run(DEFAULT_CHECKPOINTS)
+    check_output_folder(out, create=False)  # before sampling: a bad --out is said at once
+    if any(value is not None for value in (key, meter, tune_type, title)):
+        from musicgen.controls import build_seed, known_headers
+
+        seed_text = build_seed(
+            key=key, meter=meter, tune_type=tune_type, title=title, seed_text=seed_text,
+            known=known_headers(run_dir),
+        )  # fmt: skip
 
     from musicgen.checkpoint import load_for_inference
     from musicgen.generate import Generator
@@ -414,7 +547,9 @@ def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, fo
     started = time.perf_counter()
     texts = Generator(model, vocab).generate(seed_text, sample)
     elapsed = time.perf_counter() - started
-    records = _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force)
+    records = _report_tunes(
+        texts, out, soundfont, no_audio, as_json, elapsed, force, score=not no_score
+    )
     if attention_dir is not None:
         _write_attention(model, vocab, records[0], attention_dir)
 
@@ -433,15 +568,19 @@ def _write_attention(model, vocab, record, attention_dir: Path) -> None:
     )
 
 
-def _check_soundfont(soundfont: Path | None) -> None:
-    if soundfont is not None and not soundfont.is_file():
-        raise MusicgenError(f"{soundfont}: no such SoundFont file; pass an existing .sf2")
+def _check_soundfont(soundfont: Path | None, no_audio: bool = False) -> None:
+    if soundfont is not None and not no_audio:
+        from musicgen.audio import check_soundfont
+
+        check_soundfont(soundfont)
 
 
-def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force=False):
+def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force=False, score=True):
     from musicgen.output import format_table, records_json, write_tunes
 
-    records, notices = write_tunes(texts, out, soundfont=soundfont, audio=not no_audio, force=force)
+    records, notices = write_tunes(
+        texts, out, soundfont=soundfont, audio=not no_audio, force=force, score=score
+    )
     for notice in notices:
         click.echo(f"musicgen: {notice}", err=True)
     if as_json:
@@ -468,26 +607,43 @@ def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force=False
     help="A General MIDI .sf2 for the WAV file.",
 )
 @click.option("--no-audio", is_flag=True, help="Write .mid only.")
+@click.option("--no-score", is_flag=True, help="Do not write the sheet music (.svg).")
 @click.option(
     "--force", is_flag=True, help="Overwrite files of the same name (default: add -2, -3...)."
 )
+@click.option(
+    "--transpose",
+    type=click.IntRange(-48, 48),
+    default=0,
+    metavar="N",
+    help="Move every tune N semitones (negative: down) first; files are named ...-upN / -downN.",
+)
 @user_errors
-def render(abc_file, out, soundfont, no_audio, force):
-    """Turn the tunes of an ABC file into MIDI and WAV files beside it."""
+def render(abc_file, out, soundfont, no_audio, force, no_score, transpose):
+    """Turn the tunes of an ABC file into MIDI, WAV and sheet music (SVG) files beside it."""
     from musicgen.output import render_abc_file
 
     _check_soundfont(soundfont)
     records, notices = render_abc_file(
-        abc_file, out, soundfont=soundfont, audio=not no_audio, force=force
+        abc_file,
+        out,
+        soundfont=soundfont,
+        audio=not no_audio,
+        force=force,
+        score=not no_score,
+        transpose=transpose,
     )
     for notice in notices:
         click.echo(f"musicgen: {notice}", err=True)
     for record in records:
-        written = ", ".join(p for p in (record.midi, record.wav) if p)
+        written = ", ".join(p for p in (record.midi, record.wav, record.svg) if p)
         status = written if record.valid else f"not rendered: {record.reason}"
+        if record.score_reason:
+            status += f" (no score: {record.score_reason})"
         click.echo(f"{record.title or '(untitled)'}: {status}")
     if not any(r.valid for r in records):
-        raise MusicgenError(f"{abc_file}: no tune could be rendered")
+        first = records[0].reason if records else "no tunes"
+        raise MusicgenError(f"{abc_file}: no tune could be rendered (first: {first})")
 
 
 @main.command()
@@ -528,6 +684,8 @@ def ingest(paths, out, force, grid):
 
     if out.exists() and not force:
         raise MusicgenError(f"{out}: already exists; pass --force to overwrite it")
+    if out.exists() and not out.is_file():
+        raise MusicgenError(f"{out}: not a regular file; --out must name a file (or a new one)")
     if not out.parent.is_dir():
         raise MusicgenError(f"{out.parent}: no such folder for --out; create it first")
     tunes, report = load_corpus(paths, grid=int(grid) // 4)
@@ -549,7 +707,7 @@ def ingest(paths, out, force, grid):
     type=click.Path(path_type=Path),
     help="Tunes to score (.abc file or folder, repeatable). Default: the run's validation tunes.",
 )
-@click.option("--num", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--num", type=click.IntRange(1, MAX_TUNES_PER_CALL), default=100, show_default=True,
               help="Tunes to generate and check.")  # fmt: skip
 @click.option(
     "--out",
@@ -564,14 +722,18 @@ def evaluate(run_dir, data_paths, out, as_json, **options):
     """Measure a trained model: likelihood, validity, musical statistics, novelty."""
     import json
 
+    from musicgen.output import check_output_folder
+
+    sample = SampleConfig(**options)
     run_dir = run_dir or _latest_run(DEFAULT_CHECKPOINTS)
     out = out or DEFAULT_OUT / f"evaluate-{Path(run_dir).resolve().name}"
+    check_output_folder(out, create=False)
 
     from musicgen.evaluate import evaluate_run
     from musicgen.files import atomic_write_text
     from musicgen.report import summary_lines, validity_table, write_report
 
-    result = evaluate_run(run_dir, SampleConfig(**options), data_paths)
+    result = evaluate_run(run_dir, sample, data_paths)
     page = write_report(result, out, Path(run_dir) / "metrics.jsonl")
     result["report"] = str(page)
     atomic_write_text(out / "evaluation.json", json.dumps(result, indent=1) + "\n")
@@ -581,3 +743,32 @@ def evaluate(run_dir, data_paths, out, as_json, **options):
     for line in [*summary_lines(result), "", *validity_table(result), ""]:
         click.echo(line)
     click.echo(f"report: {page}; JSON: {out / 'evaluation.json'}")
+
+
+@main.command()
+@click.option(
+    "--run-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="The default model's run. Default: the newest run under checkpoints/ (every run there "
+    "is offered on the page).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but 127.0.0.1 lets other machines use the page.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on (0: any free port, printed).",
+)
+@user_errors
+def serve(run_dir, host, port):
+    """Serve a local web page to generate, see, hear and download tunes (Ctrl-C stops)."""
+    from musicgen.web.serve import serve as run_server
+
+    run_server(run_dir, host=host, port=port, checkpoints=DEFAULT_CHECKPOINTS)

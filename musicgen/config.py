@@ -8,13 +8,53 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from musicgen.errors import CheckpointError
+from musicgen.errors import CheckpointError, ConfigError
 
 CONFIG_VERSION = 1
 MODEL_KINDS = ("lstm", "transformer")
+
+# Upper bounds on sizes: far above any sensible run, low enough that a typo (an extra zero, 2**31)
+# is refused in one line before TensorFlow tries to allocate it. `estimated_training_bytes` below
+# compares what a run would need with this machine's memory.
+MAX_WIDTH = 8192  # embedding, LSTM units, Transformer width
+MAX_LAYERS = 64
+MAX_WINDOW = 8192  # characters per training window, Transformer context
+MAX_BATCH = 65_536
+MAX_STEPS = 10**9
+MAX_TUNES_PER_CALL = 4096  # tunes sampled as one batch
+MAX_TUNE_LENGTH = 20_000  # characters; the corpus's longest tunes have a few thousand
+MAX_TEMPERATURE = 100.0
+MAX_TRAIN_SEED = 2**32 - 1  # what Keras' set_random_seed takes
+MAX_CHARACTERS_PER_STEP = 2**22  # batch x window: 64 x 128 is 8,192
+
+
+def _check_number(owner, name: str, kind: type, low, high, *, low_open: bool = False) -> None:
+    """Raises ConfigError unless `owner.name` is a `kind` (never a bool), finite, in the range."""
+    value = getattr(owner, name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+        object.__setattr__(owner, name, value)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {what}, got {value!r}", field=name)
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}", field=name)
+    below = value <= low if low_open else value < low
+    if below or value > high:
+        opening = "above" if low_open else "at least"
+        raise ConfigError(
+            f"{name} must be {opening} {low} and at most {high}, got {value}", field=name
+        )
+
+
+def _check_flag(owner, name: str) -> None:
+    if not isinstance(getattr(owner, name), bool):
+        raise ConfigError(f"{name} must be true or false, got {getattr(owner, name)!r}", field=name)
 
 
 @dataclass(frozen=True)
@@ -24,6 +64,15 @@ class DataConfig:
     paths: tuple[str, ...] = ()  # empty: the bundled default corpus
     seq_length: int = 128
     validation_fraction: float = 0.05
+
+    def __post_init__(self):
+        if not isinstance(self.paths, list | tuple) or not all(
+            isinstance(p, str) for p in self.paths
+        ):
+            raise ConfigError(f"paths must be a list of file names, got {self.paths!r}", "paths")
+        object.__setattr__(self, "paths", tuple(self.paths))
+        _check_number(self, "seq_length", int, 2, MAX_WINDOW)
+        _check_number(self, "validation_fraction", float, 0.0, 0.5)
 
 
 @dataclass(frozen=True)
@@ -46,6 +95,24 @@ class ModelConfig:
     ff_dim: int = 768
     context: int = 256
 
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS:
+            raise ConfigError(f"unknown model kind {self.kind!r}; use one of {MODEL_KINDS}", "kind")
+        _check_number(self, "vocab_size", int, 0, 65_536)  # 0: not yet set from the vocabulary
+        for name in ("embedding_dim", "units", "ff_dim"):
+            _check_number(self, name, int, 1, MAX_WIDTH * (4 if name == "ff_dim" else 1))
+        _check_number(self, "layers", int, 1, MAX_LAYERS)
+        _check_number(self, "dropout", float, 0.0, 0.95)
+        _check_number(self, "d_model", int, 2, MAX_WIDTH)
+        _check_number(self, "heads", int, 1, 256)
+        _check_number(self, "context", int, 2, MAX_WINDOW)
+        if self.kind == "transformer" and (self.d_model % self.heads or self.d_model % 2):
+            raise ConfigError(
+                f"d_model {self.d_model} must be even and a multiple of heads ({self.heads}); "
+                f"for example {_fitting_width(self.d_model, self.heads)}",
+                field="d_model",
+            )
+
     @classmethod
     def defaults(cls, kind: str) -> ModelConfig:
         """The default sizes of model family `kind`."""
@@ -55,6 +122,12 @@ class ModelConfig:
 
 
 TRANSFORMER_LAYERS = 4
+
+
+def _fitting_width(d_model: int, heads: int) -> int:
+    """The nearest width at or above `d_model` that is even and a multiple of `heads`."""
+    step = heads if heads % 2 == 0 else 2 * heads
+    return max(step, -(-d_model // step) * step)
 
 
 @dataclass(frozen=True)
@@ -74,6 +147,19 @@ class TrainConfig:
     mixed_precision: bool = False
     xla: bool = False  # compile the train step with XLA (jit_compile)
 
+    def __post_init__(self):
+        for name in ("steps", "eval_every", "checkpoint_every"):
+            _check_number(self, name, int, 1, MAX_STEPS)
+        _check_number(self, "warmup_steps", int, 0, MAX_STEPS)
+        _check_number(self, "batch_size", int, 1, MAX_BATCH)
+        _check_number(self, "learning_rate", float, 0.0, 1e6, low_open=True)
+        _check_number(self, "clip_norm", float, 0.0, 1e6)
+        _check_number(self, "eval_batches", int, 1, 1_000_000)
+        _check_number(self, "keep_checkpoints", int, 1, 1000)
+        _check_number(self, "random_seed", int, 0, MAX_TRAIN_SEED)
+        _check_flag(self, "mixed_precision")
+        _check_flag(self, "xla")
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -86,6 +172,14 @@ class SampleConfig:
     max_length: int = 1200
     random_seed: int = 0
 
+    def __post_init__(self):
+        _check_number(self, "num", int, 1, MAX_TUNES_PER_CALL)
+        _check_number(self, "temperature", float, 0.0, MAX_TEMPERATURE, low_open=True)
+        _check_number(self, "top_k", int, 0, 65_536)
+        _check_number(self, "top_p", float, 0.0, 1.0, low_open=True)
+        _check_number(self, "max_length", int, 1, MAX_TUNE_LENGTH)
+        _check_number(self, "random_seed", int, -(2**63), 2**63 - 1)
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -96,8 +190,19 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     version: int = CONFIG_VERSION
 
+    def __post_init__(self):
+        windows = self.train.batch_size * self.data.seq_length
+        if windows > MAX_CHARACTERS_PER_STEP:
+            raise ConfigError(
+                f"batch_size x seq_length is {windows:,} characters per step, more than "
+                f"{MAX_CHARACTERS_PER_STEP:,}; lower --batch-size or --seq-length",
+                field="batch_size",
+            )
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        return (
+            json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        )
 
     @classmethod
     def from_json(cls, text: str, source: str = "config.json") -> RunConfig:
@@ -118,17 +223,14 @@ class RunConfig:
             )
         try:
             data = _build(DataConfig, raw.get("data", {}))
-            data = dataclasses.replace(data, paths=tuple(data.paths))
             config = cls(
                 data=data,
                 model=_build(ModelConfig, raw.get("model", {})),
                 train=_build(TrainConfig, raw.get("train", {})),
                 version=version,
             )
-        except TypeError as exc:
-            raise CheckpointError(f"{source}: {exc}") from None
-        if config.model.kind not in MODEL_KINDS:
-            raise CheckpointError(f"{source}: unknown model kind {config.model.kind!r}")
+        except (TypeError, ConfigError) as exc:
+            raise CheckpointError(f"{source}: {exc}; fix the value or retrain") from None
         return config
 
     def save(self, path: Path) -> None:
@@ -143,6 +245,63 @@ class RunConfig:
         except FileNotFoundError:
             raise CheckpointError(f"{path}: missing; is this a musicgen run directory?") from None
         return cls.from_json(text, source=str(path))
+
+
+def parameter_count(model: ModelConfig) -> int:
+    """The number of weights of the model `model` describes (its vocab_size set)."""
+    vocab = max(model.vocab_size, 1)
+    if model.kind == "lstm":
+        inputs = [model.embedding_dim] + [model.units] * (model.layers - 1)
+        lstm = sum(4 * (width + model.units + 1) * model.units for width in inputs)
+        return vocab * model.embedding_dim + lstm + (model.units + 1) * vocab
+    width, ff = model.d_model, model.ff_dim
+    block = 4 * (width + 1) * width + (width + 1) * ff + (ff + 1) * width + 4 * width
+    return vocab * width + model.context * width + model.layers * block + (width + 1) * vocab
+
+
+def estimated_training_bytes(config: RunConfig) -> int:
+    """A rough upper estimate of the memory one training step needs, in bytes.
+
+    Weights, gradients and Adam's two moments (4 float32 copies), plus the activations kept for
+    the backward pass: per character of the batch, each layer's gates or attention and
+    feed-forward outputs, and the logits with their softmax and gradient.
+    """
+    model = config.model
+    characters = config.train.batch_size * config.data.seq_length
+    vocab = max(model.vocab_size, 1)
+    if model.kind == "lstm":
+        per_character = model.layers * 10 * model.units + model.embedding_dim
+    else:
+        attention = model.heads * config.data.seq_length * 3  # weights, dropout mask, gradient
+        per_character = model.layers * (12 * model.d_model + 3 * model.ff_dim + attention)
+    per_character += 4 * vocab
+    return 4 * (4 * parameter_count(model) + characters * per_character)
+
+
+def machine_memory_bytes() -> int | None:
+    """Physical memory of this machine, None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(config: RunConfig) -> None:
+    """Refuses, before any file is written, a run that cannot fit in this machine's memory.
+
+    Raises:
+        ConfigError: the estimate exceeds 90% of the machine's memory.
+    """
+    needed, available = estimated_training_bytes(config), machine_memory_bytes()
+    if available is None or needed <= 0.9 * available:
+        return
+    gib = 2**30
+    raise ConfigError(
+        f"this model and batch need about {needed / gib:,.0f} GiB for a training step, this "
+        f"machine has {available / gib:,.0f} GiB; lower --batch-size, --seq-length or the model's "
+        "size",
+        field="",
+    )
 
 
 def _build(kind, values: dict):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from musicgen.midi_in import DEFAULT_GRID, MIDI_REASONS, MIDI_SUFFIXES, midi_to_
 
 DEFAULT_COLLECTIONS = ("oneills1850", "ryansMammoth", "airdsAirs", "miscFolk")
 # Reasons that skip a whole file rather than one tune.
-FILE_REASONS = frozenset({"binary", "unreadable", "no-tunes"}) | MIDI_REASONS
+FILE_REASONS = frozenset({"binary", "unreadable", "no-tunes", "not-a-file"}) | MIDI_REASONS
 CORPUS_SUFFIXES = (".abc", *MIDI_SUFFIXES)
 MAX_KEPT_ERRORS = 100  # skipped tunes whose error a streamed load keeps (all are counted)
 
@@ -259,9 +260,23 @@ def _music(tune: Tune) -> str:
 
 def _read_file(label: str, path: Path, grid: int) -> tuple[list[Tune], list[ParseError]]:
     """The tunes of one file and the errors of its skipped tunes; a ParseError skips the file."""
+    _check_regular_file(label, path)
     if path.suffix.lower() in MIDI_SUFFIXES:
         return [midi_to_tune(path, source=label, grid=grid)], []
     return split_tunebook(read_text_file(path), label)
+
+
+def _check_regular_file(label: str, path: Path) -> None:
+    """Raises ParseError for what cannot be read as a file: opening a FIFO would block forever."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks; a loop raises ELOOP
+    except OSError as error:
+        raise ParseError(
+            f"{label}: cannot read the file ({error.strerror}); check it exists and is readable",
+            "unreadable",
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise ParseError(f"{label}: not a regular file (a FIFO, device or socket)", "not-a-file")
 
 
 def tunebook_text(tunes: Sequence[Tune]) -> str:
@@ -291,13 +306,20 @@ def _user_files(paths: Iterable[str | Path]) -> list[tuple[str, Path]]:
     found: dict[Path, tuple[str, Path]] = {}
     for given in paths:
         for path in _expand(Path(given)):
-            found.setdefault(path.resolve(), (str(path), path))
+            # realpath, unlike Path.resolve, never raises on a symlink loop.
+            found.setdefault(Path(os.path.realpath(path)), (str(path), path))
     return list(found.values())
 
 
 def _expand(path: Path) -> list[Path]:
-    if not path.exists():
+    if not os.path.lexists(path):
         raise CorpusError(f"{path}: no such file or folder; check the --data path")
+    try:
+        path.stat()
+    except OSError as error:
+        raise CorpusError(
+            f"{path}: cannot read it ({error.strerror}); check the --data path"
+        ) from None
     if path.is_dir():
         files = _abc_files_in(path, CORPUS_SUFFIXES)
         if not files:
@@ -306,6 +328,11 @@ def _expand(path: Path) -> list[Path]:
                 "in it or pass another path"
             )
         return files
+    if not path.is_file():
+        raise CorpusError(
+            f"{path}: not a regular file (a FIFO, device or socket); pass .abc or MIDI files or "
+            "folders to --data"
+        )
     return [path]
 
 

@@ -77,7 +77,7 @@ def cache_key(files: Sequence[tuple[str, Path]], grid: int, fraction: float) -> 
     """The cache key of reading `files` (in this order) with `grid` and validation `fraction`."""
     described = []
     for _, path in files:
-        resolved = path.resolve()
+        resolved = Path(os.path.realpath(path))  # never raises on a symlink loop
         try:
             stat = resolved.stat()
             described.append([str(resolved), stat.st_size, stat.st_mtime_ns])

@@ -9,6 +9,14 @@ class MusicgenError(Exception):
     """Base class: a problem the user can fix, described in one line."""
 
 
+class ConfigError(MusicgenError):
+    """A setting is of the wrong type or out of range; `field` names the setting."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
+
+
 class CorpusError(MusicgenError):
     """A corpus path is missing, unreadable or holds no usable tune."""
 

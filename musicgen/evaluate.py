@@ -1,7 +1,7 @@
 """How good a trained model is, in numbers: likelihood of real tunes, validity of generated ones
-(each check beside its pass rate on real tunes), musical statistics against the training corpus,
-and novelty. `evaluate_run` returns one JSON-ready dict with stable keys; `musicgen.report` draws
-the page.
+(each check beside its pass rate on real tunes), musical statistics and form (`musicgen.form`:
+endings, sections, bars) against the training corpus, and novelty. `evaluate_run` returns one
+JSON-ready dict with stable keys; `musicgen.report` draws the page.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgen import checks, novelty, stats
+from musicgen import checks, form, novelty, stats
 from musicgen.config import RunConfig, SampleConfig
 from musicgen.errors import CorpusError, RenderError
 from musicgen.tfsetup import import_tensorflow
@@ -240,7 +240,7 @@ def generate_tunes(model, vocab: Vocabulary, sample: SampleConfig) -> tuple[list
 def evaluate_texts(
     generated: Sequence[str], inputs: Inputs, likelihood: Likelihood | None = None
 ) -> dict:
-    """Validity, statistics and novelty of `generated` against the run's tunes, as a dict.
+    """Validity, statistics, form and novelty of `generated` against the run's tunes, as a dict.
 
     Shared by `evaluate_run` and the time-to-quality benchmark, so both judge tunes alike.
     """
@@ -251,6 +251,7 @@ def evaluate_texts(
     shared = [index.shared(text, tune) for text, tune in zip(generated, ours.written)]
     validation_written = [_written_or_none(text) for text in inputs.validation_texts]
     baseline = [index.shared(t, w) for t, w in zip(inputs.validation_texts, validation_written)]
+    forms = [_form_or_none(text) for text in generated]
     result = {
         "likelihood": None if likelihood is None else dataclasses.asdict(likelihood),
         "validity": {
@@ -261,11 +262,12 @@ def evaluate_texts(
             "real_failures": real.failure_reasons(),
         },
         "statistics": stats.compare([w for w in ours.written if w], [w for w in real.written if w]),
+        "form": form.compare([f for f in forms if f], form.read_forms(inputs.train_texts)),
         "novelty": {
             "generated": novelty.summarise(shared),
             "validation_tunes": novelty.summarise(baseline),
         },
-        "tunes": _tune_records(generated, ours, shared, inputs),
+        "tunes": _tune_records(generated, ours, shared, forms, inputs),
     }
     result["seconds"] = {"judging": time.perf_counter() - started}
     return result
@@ -278,12 +280,19 @@ def _written_or_none(text: str) -> checks.WrittenTune | None:
         return None
 
 
-def _tune_records(generated, checked: Checked, shared, inputs: Inputs) -> list[dict]:
+def _form_or_none(text: str) -> form.TuneForm | None:
+    try:
+        return form.read_form(text)
+    except RenderError:
+        return None
+
+
+def _tune_records(generated, checked: Checked, shared, forms, inputs: Inputs) -> list[dict]:
     from musicgen.abc import header_fields
 
     records = []
-    for index, (text, result, valid, run) in enumerate(
-        zip(generated, checked.results, checked.valid, shared, strict=True)
+    for index, (text, result, valid, run, tune_form) in enumerate(
+        zip(generated, checked.results, checked.valid, shared, forms, strict=True)
     ):
         nearest = None
         if run.nearest is not None:
@@ -298,16 +307,28 @@ def _tune_records(generated, checked: Checked, shared, inputs: Inputs) -> list[d
                 "longest_shared_chars": run.chars,
                 "longest_shared_bars": run.bars,
                 "nearest_training_tune": nearest,
+                "form": None if tune_form is None else _form_record(tune_form),
                 "abc": text,
             }
         )
     return records
 
 
+def _form_record(tune_form: form.TuneForm) -> dict:
+    return {
+        "key": tune_form.key,
+        "final_degree": tune_form.final_degree,
+        "ends_on_tonic": tune_form.ends_on_tonic,
+        "section_bars": [section.bars for section in tune_form.sections],
+        "repeated_sections": [section.repeated for section in tune_form.sections],
+        "length_bars": tune_form.length_bars,
+    }
+
+
 def evaluate_run(
     run_dir: Path, sample: SampleConfig, data_paths: Sequence[str | Path] = ()
 ) -> dict:
-    """Evaluates a trained run: likelihood, validity, statistics, novelty.
+    """Evaluates a trained run: likelihood, validity, statistics, form, novelty.
 
     Args:
         run_dir: a run directory written by `musicgen train`.

@@ -1,9 +1,12 @@
-"""Small file-system helpers: atomic writes and safe file names taken from tune titles."""
+"""Small file-system helpers: atomic writes, exclusive publishing, safe names from tune titles."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import shutil
+import stat
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -18,7 +21,11 @@ _RESERVED = {"con", "prn", "aux", "nul", "conin", "conout", "clock"} | {
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Writes `data` to `path` so a reader sees the old file or the whole new one, never a part."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        # Name the file the user asked for, not the temporary one.
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -63,10 +70,106 @@ def safe_stem(title: str, fallback: str = "tune") -> str:
     return stem
 
 
-def unused_stem(folder: Path, stem: str, suffixes: tuple[str, ...]) -> str:
-    """Returns `stem`, or `stem-2`, `stem-3`... so no `stem+suffix` already exists in `folder`."""
-    candidate, n = stem, 1
-    while any((folder / f"{candidate}{suffix}").exists() for suffix in suffixes):
-        n += 1
-        candidate = f"{stem}-{n}"
-    return candidate
+class Publisher:
+    """Puts groups of files (one tune's `.abc`, `.mid`, `.wav`...) into a folder under free names.
+
+    Each group is first written into a hidden staging folder inside `folder` (`stage(stem,
+    suffix)` gives the path), then published under `stem`, `stem-2`, `stem-3`... with hard links,
+    which fail if the name exists: no check-then-write, so two processes writing into one folder
+    at once never lose a file. The folder is listed once and the next free number of every stem
+    is remembered, so each file costs constant time however many share a title. With `force`,
+    files of the same name are replaced (and the stem's other `suffixes` removed, so no stale
+    `.wav` stays beside a new tune that does not render). Use it as a context manager: leaving it
+    removes the staging folder and whatever is left in it (an interrupted group).
+    """
+
+    def __init__(self, folder: Path, suffixes: tuple[str, ...], *, force: bool = False):
+        self.folder = Path(folder)
+        self.suffixes = suffixes
+        self.force = force
+        self._staging = Path(tempfile.mkdtemp(dir=self.folder, prefix=".musicgen-staging-"))
+        self._existing = {name.lower() for name in os.listdir(self.folder)}
+        self._next_number: dict[str, int] = {}
+        self._taken: set[str] = set()  # stems published by this publisher
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        shutil.rmtree(self._staging, ignore_errors=True)
+
+    def stage(self, stem: str, suffix: str) -> Path:
+        """Where to write the file `stem + suffix` before it is published."""
+        return self._staging / f"{stem}{suffix}"
+
+    def publish(self, stem: str, staged: list[Path]) -> dict[str, Path]:
+        """Moves the `staged` files of `stem` into the folder under the first free stem.
+
+        Returns:
+            The published path of each staged file's suffix.
+        """
+        number = self._next_number.get(stem.lower(), 1)
+        while True:
+            candidate = stem if number == 1 else f"{stem}-{number}"
+            number += 1
+            if candidate.lower() in self._taken or (not self.force and self._seen(candidate)):
+                continue
+            published = self._link_all(candidate, staged)
+            if published is not None:
+                self._next_number[stem.lower()] = number
+                self._taken.add(candidate.lower())
+                return published
+
+    def _seen(self, candidate: str) -> bool:
+        return any(f"{candidate}{suffix}".lower() in self._existing for suffix in self.suffixes)
+
+    def _link_all(self, candidate: str, staged: list[Path]) -> dict[str, Path] | None:
+        """Links every staged file under `candidate`; None (and nothing left) if a name is taken."""
+        published: dict[str, Path] = {}
+        for path in staged:
+            target = self.folder / f"{candidate}{path.suffix}"
+            if self.force and _replaceable(target):
+                os.replace(path, target)
+            else:
+                try:
+                    _link_exclusive(path, target)
+                except FileExistsError:
+                    for done in published.values():
+                        done.unlink(missing_ok=True)
+                    self._existing.add(target.name.lower())
+                    return None
+                path.unlink()
+            published[path.suffix] = target
+            self._existing.add(target.name.lower())
+        if self.force:
+            for suffix in set(self.suffixes) - set(published):
+                old = self.folder / f"{candidate}{suffix}"
+                if old.is_file() or old.is_symlink():
+                    old.unlink()
+        return published
+
+
+def _replaceable(path: Path) -> bool:
+    """True when `--force` may put a file at `path`: nothing there, or a file or symlink (never a
+    folder, FIFO or device, which are skipped as taken names)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return True
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
+def _link_exclusive(source: Path, target: Path) -> None:
+    """Creates `target` with `source`'s bytes, failing with FileExistsError if it exists."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        # A file system without hard links: an exclusive create, then the bytes.
+        with open(target, "xb") as handle, open(source, "rb") as data:
+            shutil.copyfileobj(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())

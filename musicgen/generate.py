@@ -22,28 +22,50 @@ def parse_seed(seed: str | None) -> str:
     """Turns the user's `--seed` into seed text.
 
     Args:
-        seed: None or "" for no seed; a path to an existing `.abc` file for the header and
-            first line of music of its first tune;
-            otherwise ABC text in which the two characters backslash and n stand for a newline.
+        seed: None or "" for no seed; the path of an existing file (read as ABC, whatever its
+            name) for the header and first line of music of its first tune; otherwise ABC text in
+            which the two characters backslash and n stand for a newline.
 
     Returns:
         The seed text.
 
     Raises:
-        GenerationError: the `.abc` file holds no usable tune, or `seed` names a `.abc` file that
-            does not exist.
-        ParseError: the `.abc` file cannot be read as text.
+        GenerationError: the file holds no usable tune, is a folder or a special file, or `seed`
+            names a file (it ends in `.abc`, `.txt`, `.mid`...) that does not exist.
+        ParseError: the file cannot be read as text.
     """
     if not seed:
         return ""
-    if seed.lower().endswith(".abc") and "\\n" not in seed:
-        return _first_tune(Path(seed))
+    if "\\n" not in seed and "\n" not in seed:
+        path = _existing_path(seed)
+        if path is not None:
+            return _first_tune(path)
+        if seed.lower().endswith(_FILE_SUFFIXES):
+            raise GenerationError(
+                f"seed file {seed} does not exist; pass an existing .abc file or ABC text to --seed"
+            )
     return seed.replace("\\n", "\n")
 
 
+_FILE_SUFFIXES = (".abc", ".txt", ".mid", ".midi")
+
+
+def _existing_path(seed: str) -> Path | None:
+    """`seed` as a Path when something exists there, else None (ABC text rarely names a file)."""
+    try:
+        path = Path(seed)
+        return path if path.exists() else None
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return None
+
+
 def _first_tune(path: Path) -> str:
+    if path.is_dir():
+        raise GenerationError(f"{path}: is a folder; pass an .abc file or ABC text to --seed")
     if not path.is_file():
-        raise GenerationError(f"seed file {path} does not exist")
+        raise GenerationError(
+            f"{path}: not a regular file; pass an .abc file or ABC text to --seed"
+        )
     tunes, errors = split_tunebook(read_text_file(path), str(path))
     if not tunes:
         reason = f": {errors[0]}" if errors else ""

@@ -267,7 +267,13 @@ def _parse(data: bytes, source: str) -> mido.MidiFile:
             "type 0 or 1",
             "midi-type-2",
         )
-    if midi.ticks_per_beat <= 0:
+    if midi.ticks_per_beat == 0:
+        raise ParseError(
+            f"{source}: the MIDI header gives 0 ticks per beat, so no note has a time; re-export "
+            "it as a standard MIDI file",
+            "midi-corrupt",
+        )
+    if midi.ticks_per_beat < 0:
         raise ParseError(
             f"{source}: MIDI file counts time in SMPTE frames, not beats; export it with beats "
             "(ticks per quarter note)",

@@ -12,6 +12,7 @@ tunes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -26,6 +27,11 @@ NextFn = Callable[[tf.Tensor, Any, tf.Tensor], tuple[tf.Tensor, Any]]
 FORBIDDEN_IDS = (PAD, BOS, UNK)
 
 _NEG_INF = float("-inf")
+
+# The decode loop runs in chunks of about CHUNK_SECONDS, so an interrupt is handled that soon.
+FIRST_CHUNK_STEPS = 32
+MAX_CHUNK_STEPS = 4096
+CHUNK_SECONDS = 0.25
 
 
 def forbid_tokens(logits: tf.Tensor, token_ids: Sequence[int]) -> tf.Tensor:
@@ -201,17 +207,36 @@ class Sampler:
         last_tokens = tf.convert_to_tensor(last_tokens, tf.int32)
         if self._decode is None:
             self._decode = self._compile(state)
-        return DecodeResult(
-            *self._decode(
-                state,
-                last_tokens,
-                tf.constant(max_new_tokens, tf.int32),
-                tf.constant(temperature, tf.float32),
-                tf.constant(top_k, tf.int32),
-                tf.constant(top_p, tf.float32),
-                tf.constant(random_seed, tf.int64),
-            )
+        settings = (
+            tf.constant(temperature, tf.float32),
+            tf.constant(top_k, tf.int32),
+            tf.constant(top_p, tf.float32),
+            tf.constant(random_seed, tf.int64),
         )
+        batch_size = int(last_tokens.shape[0])
+        done = tf.zeros([batch_size], tf.bool)
+        pieces, index, chunk = [], 0, FIRST_CHUNK_STEPS
+        # The loop runs in chunks of steps so that Python regains control a few times a second:
+        # Ctrl-C and SIGTERM are handled between chunks. Each chunk is sized from the last one's
+        # speed; the index and the state carry over, so the tokens do not depend on the chunking.
+        while index < max_new_tokens:
+            steps = min(chunk, max_new_tokens - index)
+            started = time.perf_counter()
+            tokens, state, done, taken = self._decode(
+                state, last_tokens, done, tf.constant(index, tf.int32),
+                tf.constant(steps, tf.int32), *settings,
+            )  # fmt: skip
+            taken = int(taken)
+            pieces.append(tokens)
+            index += taken
+            if taken < steps:  # every row has ended
+                break
+            last_tokens = tokens[:, -1]
+            per_step = (time.perf_counter() - started) / max(taken, 1)
+            chunk = int(min(MAX_CHUNK_STEPS, max(1, CHUNK_SECONDS / max(per_step, 1e-6))))
+        pieces.append(tf.fill([batch_size, max_new_tokens - index], PAD))
+        tokens = tf.concat(pieces, axis=1)  # (batch, max_new_tokens)
+        return DecodeResult(tokens, _lengths(tokens), state)
 
     def _compile(self, state: Any):
         """The decode tf.function, with an input signature whose batch dimension is unknown."""
@@ -220,19 +245,30 @@ class Sampler:
             tensor = tf.convert_to_tensor(tensor)
             return tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
 
-        scalar = [
+        scalars = [
             tf.TensorSpec([], dtype)
-            for dtype in (tf.int32, tf.float32, tf.int32, tf.float32, tf.int64)
+            for dtype in (tf.int32, tf.int32, tf.float32, tf.int32, tf.float32, tf.int64)
         ]
-        signature = [tf.nest.map_structure(spec, state), tf.TensorSpec([None], tf.int32), *scalar]
+        signature = [
+            tf.nest.map_structure(spec, state),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.bool),
+            *scalars,
+        ]
         return tf.function(self._decode_loop, input_signature=signature)
 
-    def _decode_loop(self, state, last_tokens, max_new_tokens, temperature, top_k, top_p, seed):
+    def _decode_loop(self, state, last_tokens, done, start, steps, temperature, top_k, top_p, seed):
+        """Up to `steps` steps from step `start`; stops early once every row is done.
+
+        Returns:
+            (tokens (batch, steps taken), state, done (batch,), steps taken).
+        """
         batch_size = tf.shape(last_tokens)[0]
         pad = tf.fill([batch_size], PAD)
+        end = start + steps
 
         def not_finished(index, tokens, state, done, written):
-            return tf.logical_and(index < max_new_tokens, tf.logical_not(tf.reduce_all(done)))
+            return tf.logical_and(index < end, tf.logical_not(tf.reduce_all(done)))
 
         def step(index, tokens, state, done, written):
             logits, state = self.next_fn(tokens, state, index)  # (batch, vocab)
@@ -240,22 +276,21 @@ class Sampler:
             sampled = sample_tokens(logits, step_seed(seed, index))  # (batch,)
             sampled = tf.where(done, pad, sampled)
             done = tf.logical_or(done, tf.equal(sampled, EOS))
-            return index + 1, sampled, state, done, written.write(index, sampled)
+            return index + 1, sampled, state, done, written.write(index - start, sampled)
 
         written = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
-        start = (tf.constant(0), last_tokens, state, tf.zeros([batch_size], tf.bool), written)
-        steps, _, state, _, written = tf.while_loop(not_finished, step, start)
-        # (batch, steps); a list with no elements cannot be stacked while the batch size is unknown.
+        begin = (start, last_tokens, state, done, written)
+        index, _, state, done, written = tf.while_loop(not_finished, step, begin)
+        taken = index - start
+        # (batch, taken); a list with no elements cannot be stacked while the batch size is unknown.
         tokens = tf.cond(
-            steps > 0,
+            taken > 0,
             # Transposed as int64: oneDNN's int32 transpose logs an error line on CPUs without
             # AVX-512 before falling back.
             lambda: tf.cast(tf.transpose(tf.cast(written.stack(), tf.int64)), tf.int32),
             lambda: tf.zeros([batch_size, 0], tf.int32),
         )
-        # Rows are padded after an early exit so the shape never depends on when the loop stopped.
-        tokens = tf.concat([tokens, tf.fill([batch_size, max_new_tokens - steps], PAD)], axis=1)
-        return tokens, _lengths(tokens), state
+        return tokens, state, done, taken
 
 
 def _lengths(tokens: tf.Tensor) -> tf.Tensor:

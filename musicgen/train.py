@@ -37,7 +37,7 @@ from musicgen.checkpoint import (
     usable_checkpoint,
     write_corpus_record,
 )
-from musicgen.config import RunConfig, TrainConfig
+from musicgen.config import RunConfig, TrainConfig, check_memory
 from musicgen.dataset import (
     Shard,
     encode_stream,
@@ -56,6 +56,7 @@ from musicgen.errors import (
     VocabularyError,
 )
 from musicgen.files import atomic_write_bytes, atomic_write_text
+from musicgen.rundir import RunLock, check_run_dir
 from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
 from musicgen.vocab import PAD, Vocabulary
 
@@ -151,9 +152,21 @@ def train(
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, vocab_size=len(vocab))
     )
+    check_memory(config)
     streams = _Streams.of(corpus, vocab, config.data.seq_length)
-    if distribution.is_chief:
-        prepare_run_dir(paths.root, config, vocab, resume=resume)
+    with contextlib.ExitStack() as lock:
+        if distribution.is_chief:
+            check_run_dir(paths.root, resume=resume)
+            paths.root.mkdir(parents=True, exist_ok=True)
+            lock.enter_context(RunLock(paths.root))  # held until this run ends
+            prepare_run_dir(paths.root, config, vocab, resume=resume)
+        return _train_in(config, corpus, streams, paths, distribution, resume, log, progress,
+                         started, corpus_summary)  # fmt: skip
+
+
+def _train_in(config, corpus, streams, paths, distribution, resume, log, progress, started,
+              corpus_summary) -> TrainResult:  # fmt: skip
+    """The training run itself, once the run directory is prepared (and locked by the chief)."""
     previous_policy = keras.mixed_precision.global_policy()
     session = None
     try:
@@ -174,7 +187,9 @@ def train(
             )
             return session.result(start, steps_run=0)
         if distribution.is_chief:
-            write_corpus_record(paths.root, *_split_records(corpus), corpus_summary)
+            write_corpus_record(
+                paths.root, *_split_records(corpus), corpus_summary, _training_headers(corpus)
+            )
         log(
             f"training on {corpus.tune_count('train')} tunes ({len(streams.train):,} characters), "
             f"validating on {corpus.tune_count('validation')} ({len(streams.validation):,})"
@@ -242,6 +257,17 @@ class _TuneSplit:
         for tune in self.tunes:
             unknown.update(dict.fromkeys(vocab.unknown_characters(tune.text)))
         return list(unknown)
+
+
+def _training_headers(corpus: _TuneSplit | EncodedCorpus) -> dict:
+    """corpus.json's record of the training tunes' keys, meters and types (`generate --key`...)."""
+    from musicgen.controls import KnownHeaders
+
+    if isinstance(corpus, EncodedCorpus):
+        texts = corpus.texts("train")
+    else:
+        texts = (tune.text for tune in corpus.train)
+    return KnownHeaders.from_texts(texts).to_json()
 
 
 def _split_records(corpus: _TuneSplit | EncodedCorpus) -> list[SplitRecord]:

@@ -3,7 +3,7 @@
 # from PyPI, plus the Debian packages that give better sound and an independent ABC checker
 # (fluidsynth, abcmidi) where this machine can install them. Safe to run again.
 #   MUSICGEN_VENV=DIR   put the virtualenv elsewhere
-#   MUSICGEN_EXTRAS=test  also install the test tools
+#   MUSICGEN_EXTRAS=test  also install the test tools (and Chromium for the browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,11 @@ install_debian_packages() {
   local missing=()
   command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
   command -v abc2midi >/dev/null 2>&1 || missing+=(abcmidi)
+  # The browser tests of `musicgen serve` drive Debian's headless Chromium through selenium.
+  if [[ "$extras" == *test* ]]; then
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  fi
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null 2>&1 || {
     echo "setup: no apt-get; for richer sound install FluidSynth (e.g. 'brew install fluid-synth')" >&2

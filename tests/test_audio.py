@@ -230,7 +230,11 @@ def test_play_reports_a_failing_player(reel, tmp_path, monkeypatch):
 def test_play_without_a_player_says_where_the_file_is(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     wav_path = tmp_path / "tune.wav"
-    wav_path.write_bytes(b"")
+    with wave.open(str(wav_path), "wb") as wav:  # a real, silent WAV: play reads it first
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\0\0" * 800)
     message = play(wav_path)
     assert message and str(wav_path) in message and "\n" not in message
 

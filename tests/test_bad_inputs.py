@@ -267,13 +267,14 @@ def test_resuming_with_another_vocabulary_is_one_clear_line(broken_run, tmp_path
 # --- generation settings and seeds ---------------------------------------------------------------
 
 BAD_SETTINGS = {
-    "--num 0": (["--num", "0"], "--num must be at least 1"),
-    "negative temperature": (["--temperature", "-0.5"], "temperature must be above 0, got -0.5"),
-    "zero temperature": (["--temperature", "0"], "temperature must be above 0"),
-    "--top-p 0": (["--top-p", "0"], "top_p must be in (0, 1], got 0.0"),
-    "--top-p 1.5": (["--top-p", "1.5"], "top_p must be in (0, 1], got 1.5"),
-    "--top-k above the vocabulary": (["--top-k", "100000"], "top_k must be between 0 (off)"),
-    "negative --top-k": (["--top-k", "-1"], "top_k must be between 0 (off)"),
+    "--num 0": (["--num", "0"], "Invalid value for '--num': 0 is not in the range 1<=x"),
+    "negative temperature": (["--temperature", "-0.5"], "'--temperature': -0.5 is not in"),
+    "zero temperature": (["--temperature", "0"], "'--temperature': 0.0 is not in the range 0<x"),
+    "--top-p 0": (["--top-p", "0"], "'--top-p': 0.0 is not in the range 0<x<=1"),
+    "--top-p 1.5": (["--top-p", "1.5"], "'--top-p': 1.5 is not in the range 0<x<=1"),
+    "--top-k above the vocabulary": (["--top-k", "1000"], "top_k must be between 0 (off)"),
+    "--top-k past any vocabulary": (["--top-k", "100000"], "'--top-k': 100000 is not in the range"),
+    "negative --top-k": (["--top-k", "-1"], "'--top-k': -1 is not in the range 0<=x"),
     "seed outside the vocabulary": (
         ["--seed", "X:1\\nK:G\\n\u2603\u00df"],
         "the seed has characters the model's vocabulary lacks: '\u2603', '\u00df'",

@@ -6,7 +6,7 @@ import pytest
 
 from musicgen.config import ModelConfig, RunConfig
 from musicgen.errors import CheckpointError
-from musicgen.files import atomic_write_text, safe_stem, unused_stem
+from musicgen.files import Publisher, atomic_write_text, safe_stem
 
 
 def test_run_config_round_trip(tmp_path):
@@ -49,9 +49,14 @@ def test_safe_stem_keeps_readable_titles():
     assert safe_stem("Róisín Dubh") == "Roisin_Dubh"
 
 
-def test_unused_stem_and_atomic_write(tmp_path):
+def test_publisher_skips_taken_names_and_atomic_write(tmp_path):
     (tmp_path / "tune.mid").write_bytes(b"x")
-    assert unused_stem(tmp_path, "tune", (".abc", ".mid")) == "tune-2"
+    with Publisher(tmp_path, (".abc", ".mid")) as publisher:
+        staged = publisher.stage("tune", ".abc")
+        staged.write_text("X:1")
+        assert publisher.publish("tune", [staged]) == {".abc": tmp_path / "tune-2.abc"}
+    assert (tmp_path / "tune.mid").read_bytes() == b"x"
+    assert sorted(os.listdir(tmp_path)) == ["tune-2.abc", "tune.mid"]  # no staging folder left
     atomic_write_text(tmp_path / "a.txt", "hello")
     assert (tmp_path / "a.txt").read_text() == "hello"
     assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []

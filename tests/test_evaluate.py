@@ -119,10 +119,37 @@ def test_evaluate_command_end_to_end(run_dir, tmp_path):
     assert sum(corpus_pitch.values()) == pytest.approx(1.0)
     assert report["novelty"]["generated"]["tunes"] == 6
 
+    # Form: generated against the run's training tunes, each figure and histogram with a distance.
+    form = report["form"]
+    assert set(form["distributions"]) == {
+        "final_degree",
+        "sections_per_tune",
+        "bars_per_section",
+        "length_bars",
+    }
+    assert form["figures"]["tunes"]["corpus"] >= 45
+    corpus_tonic = form["figures"]["tonic_ending_share"]["corpus"]
+    assert 0.6 < corpus_tonic <= 1.0  # O'Neill's first fifty tunes nearly all come home
+    assert form["figures"]["median_length_bars"]["corpus"] == 16
+    read = [t["form"] for t in tunes if t["form"] is not None]
+    assert form["figures"]["tunes"]["generated"] == len(read)
+    if read:
+        endings = [t["ends_on_tonic"] for t in read if t["ends_on_tonic"] is not None]
+        generated_tonic = form["figures"]["tonic_ending_share"]["generated"]
+        assert generated_tonic == (pytest.approx(sum(endings) / len(endings)) if endings else None)
+        for name in ("sections_per_tune", "bars_per_section"):
+            assert 0.0 <= form["distributions"][name]["total_variation"] <= 1.0
+        for record in read:
+            assert record["length_bars"] == sum(record["section_bars"])
+
     page = (out / "report.md").read_text()
     for name in HEADLINE_CHECKS:
         assert f"| {name} |" in page
-    for image in ("loss.png", "pitch_classes.png", "durations.png"):
+    assert "## Form" in page and "| tonic_ending_share |" in page
+    from musicgen.report import summary_lines
+
+    assert any(line.startswith("ending on the tonic:") for line in summary_lines(report))
+    for image in ("loss.png", "pitch_classes.png", "durations.png", "form_sections.png"):
         assert f"]({image})" in page
         assert matplotlib.image.imread(out / image).shape[0] > 100
 

@@ -222,7 +222,7 @@ def test_resume_refuses_tunes_with_characters_outside_the_vocabulary(trained, tu
 
 
 def test_too_few_characters_is_a_corpus_error_before_the_run_dir_is_made(tunes, tmp_path):
-    config = dataclasses.replace(TINY, data=DataConfig(seq_length=100_000))
+    config = dataclasses.replace(TINY, data=DataConfig(seq_length=8192))
     with pytest.raises(CorpusError, match="--seq-length"):
         train(config, tunes[:3], tmp_path / "run", progress=False, log=lambda _: None)
     assert not (tmp_path / "run").exists()
