@@ -20,6 +20,7 @@ from musicgen import __version__
 from musicgen.config import (
     MAX_BATCH,
     MAX_LAYERS,
+    MAX_LENGTH_BUCKETS,
     MAX_STEPS,
     MAX_TEMPERATURE,
     MAX_TRAIN_SEED,
@@ -106,7 +107,7 @@ def _with_option_name(exc: ConfigError) -> str:
     return message
 
 
-_OPTION_OF_FIELD = {"kind": "--model"}
+_OPTION_OF_FIELD = {"kind": "--model", "transpose": "--augment-transpose"}
 
 
 class FiniteFloat(click.FloatRange):
@@ -217,8 +218,30 @@ def _pick(value, default):
     help=f"Characters per window.  [default: {DataConfig.seq_length}]",
 )
 @click.option(
+    "--augment-transpose",
+    "transpose",
+    default=None,
+    metavar="SEMITONES",
+    help="Also train on every training tune transposed by these semitones: a range such as "
+    "-5..6 or a list such as -2,2 (validation tunes stay as they are).  [default: none]",
+)
+@click.option(
+    "--whole-tunes",
+    is_flag=True,
+    default=None,
+    help="Training windows start at a tune's start and hold it whole (padded; raise "
+    "--seq-length to about 512 so most tunes fit).",
+)
+@click.option(
+    "--length-buckets",
+    type=click.IntRange(1, MAX_LENGTH_BUCKETS),
+    default=None,
+    help="With --whole-tunes: batch tunes of similar length into this many window widths (1: "
+    f"every window --seq-length wide).  [default: {DataConfig.length_buckets}]",
+)
+@click.option(
     "--learning-rate",
-    type=FiniteFloat(0, 1e6, min_open=True),
+    type=FiniteFloat(0, 1e38, min_open=True),
     default=None,
     help=f"Peak learning rate.  [default: {TrainConfig.learning_rate}]",
 )
@@ -337,6 +360,7 @@ def train(data_paths, run_dir, resume, strategy, no_cache, **options):
         fraction=config.data.validation_fraction,
         use_cache=not no_cache,
         log=lambda message: click.echo(message, err=True),
+        transpose=config.data.transpose,
     )
     summary = corpus.report.summary()
     click.echo(summary, err=True)
@@ -379,6 +403,7 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
         if model.kind == "transformer" and options["seq_length"] is None:
             data = dataclasses.replace(data, seq_length=model.context)
     data = dataclasses.replace(data, seq_length=_pick(options["seq_length"], data.seq_length))
+    data = _window_and_augment_options(data, options, resume, Path(run_dir) / "config.json")
     train_fields = (
         "steps", "batch_size", "learning_rate", "eval_every", "checkpoint_every",
         "random_seed", "mixed_precision", "xla",
@@ -386,6 +411,27 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
     updates = {name: options[name] for name in train_fields if options[name] is not None}
     train_cfg = dataclasses.replace(train_cfg, **updates)
     return RunConfig(data=data, model=model, train=train_cfg)
+
+
+def _window_and_augment_options(data: DataConfig, options: dict, resume: bool, source: Path):
+    """`data` with --augment-transpose, --whole-tunes and --length-buckets; on --resume they must
+    agree with the saved run (its corpus and batches depend on them)."""
+    from musicgen.augment import parse_shifts
+
+    given = {
+        "transpose": None if options["transpose"] is None else parse_shifts(options["transpose"]),
+        "whole_tunes": options["whole_tunes"],
+        "length_buckets": options["length_buckets"],
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    for name, value in given.items():
+        if resume and value != getattr(data, name):
+            option = _OPTION_OF_FIELD.get(name, "--" + name.replace("_", "-"))
+            raise MusicgenError(
+                f"{option} contradicts the run being resumed ({name} {getattr(data, name)!r} in "
+                f"{source}); leave it out to resume"
+            )
+    return dataclasses.replace(data, **given)
 
 
 _MODEL_OPTIONS = (
@@ -680,7 +726,7 @@ def play(path):
 def ingest(paths, out, force, grid):
     """Convert MIDI files (and ABC tunebooks) into one ABC tunebook, saying what was skipped."""
     from musicgen.corpus import load_corpus, tunebook_text
-    from musicgen.files import atomic_write_text
+    from musicgen.files import atomic_write_text, write_new_text
 
     if out.exists() and not force:
         raise MusicgenError(f"{out}: already exists; pass --force to overwrite it")
@@ -694,7 +740,10 @@ def ingest(paths, out, force, grid):
     plural = "" if report.midi_files == 1 else "s"
     click.echo(f"converted {report.midi_files} MIDI file{plural}", err=True)
     click.echo(report.summary(), err=True)
-    atomic_write_text(out, tunebook_text(tunes))
+    try:
+        (atomic_write_text if force else write_new_text)(out, tunebook_text(tunes))
+    except FileExistsError:
+        raise MusicgenError(f"{out}: created meanwhile by another program; kept it") from None
     click.echo(f"wrote {len(tunes)} tunes to {out}")
 
 

@@ -64,6 +64,12 @@ class DataConfig:
     paths: tuple[str, ...] = ()  # empty: the bundled default corpus
     seq_length: int = 128
     validation_fraction: float = 0.05
+    # Semitones every training tune is also transposed by (`musicgen.augment`); () for none.
+    transpose: tuple[int, ...] = ()
+    # Training windows start at a tune's start and hold it whole, padded (`dataset.tune_pieces`).
+    whole_tunes: bool = False
+    # With whole_tunes: batches of tunes of similar length, cut to one of this many widths.
+    length_buckets: int = 4
 
     def __post_init__(self):
         if not isinstance(self.paths, list | tuple) or not all(
@@ -73,6 +79,29 @@ class DataConfig:
         object.__setattr__(self, "paths", tuple(self.paths))
         _check_number(self, "seq_length", int, 2, MAX_WINDOW)
         _check_number(self, "validation_fraction", float, 0.0, 0.5)
+        _check_shifts(self)
+        _check_flag(self, "whole_tunes")
+        _check_number(self, "length_buckets", int, 1, MAX_LENGTH_BUCKETS)
+
+
+MAX_TRANSPOSE = 12  # semitones; an octave either way
+MAX_LENGTH_BUCKETS = 64
+
+
+def _check_shifts(owner) -> None:
+    """`owner.transpose` as a sorted tuple of distinct whole semitones in +-MAX_TRANSPOSE, not 0."""
+    shifts = owner.transpose
+    if not isinstance(shifts, list | tuple) or any(
+        isinstance(s, bool) or not isinstance(s, int) for s in shifts
+    ):
+        raise ConfigError(f"transpose must be a list of semitones, got {shifts!r}", "transpose")
+    if any(s == 0 or abs(s) > MAX_TRANSPOSE for s in shifts) or len(set(shifts)) != len(shifts):
+        raise ConfigError(
+            f"transpose must hold distinct semitones from -{MAX_TRANSPOSE} to {MAX_TRANSPOSE}, "
+            f"0 left out (the tune itself is always kept), got {list(shifts)}",
+            field="transpose",
+        )
+    object.__setattr__(owner, "transpose", tuple(sorted(shifts)))
 
 
 @dataclass(frozen=True)
@@ -152,7 +181,8 @@ class TrainConfig:
             _check_number(self, name, int, 1, MAX_STEPS)
         _check_number(self, "warmup_steps", int, 0, MAX_STEPS)
         _check_number(self, "batch_size", int, 1, MAX_BATCH)
-        _check_number(self, "learning_rate", float, 0.0, 1e6, low_open=True)
+        # At most float32's range (3.4e38): absurd rates must reach the NaN check, not overflow.
+        _check_number(self, "learning_rate", float, 0.0, 1e38, low_open=True)
         _check_number(self, "clip_norm", float, 0.0, 1e6)
         _check_number(self, "eval_batches", int, 1, 1_000_000)
         _check_number(self, "keep_checkpoints", int, 1, 1000)

@@ -77,6 +77,21 @@ class CorpusReport:
         return "\n".join(lines)
 
 
+def music21_corpus_folder() -> Path:
+    """The `corpus` folder of the installed music21 package (found without importing it).
+
+    Raises:
+        CorpusError: music21 is not installed.
+    """
+    spec = importlib.util.find_spec("music21")
+    if spec is None or spec.origin is None:
+        raise CorpusError(
+            "the default corpus comes from the music21 package, which is not installed; "
+            "run `pip install music21` or pass --data with your own .abc files"
+        )
+    return Path(spec.origin).parent / "corpus"
+
+
 def default_corpus_files() -> list[tuple[str, Path]]:
     """The ABC files of the default corpus, found inside the installed music21 package.
 
@@ -86,13 +101,7 @@ def default_corpus_files() -> list[tuple[str, Path]]:
     Raises:
         CorpusError: music21 is not installed, or lacks one of DEFAULT_COLLECTIONS.
     """
-    spec = importlib.util.find_spec("music21")
-    if spec is None or spec.origin is None:
-        raise CorpusError(
-            "the default corpus comes from the music21 package, which is not installed; "
-            "run `pip install music21` or pass --data with your own .abc files"
-        )
-    root = Path(spec.origin).parent / "corpus"
+    root = music21_corpus_folder()
     files = []
     for collection in DEFAULT_COLLECTIONS:
         folder = root / collection

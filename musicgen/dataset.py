@@ -14,7 +14,7 @@ import numpy as np
 
 from musicgen.errors import CorpusError
 from musicgen.tfsetup import import_tensorflow
-from musicgen.vocab import BOS, Vocabulary
+from musicgen.vocab import BOS, PAD, Vocabulary
 
 tf = import_tensorflow()
 
@@ -237,6 +237,161 @@ def _window_reader(ids: np.ndarray, seq_length: int):
 
     def gather(starts):
         windows = tf.gather(stream, starts[:, None] + offsets[None, :])  # (batch, seq_length + 1)
+        return windows[:, :-1], windows[:, 1:]
+
+    return gather
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole-tune windows (DataConfig.whole_tunes)
+
+BATCHES_PER_LENGTH_GROUP = 16  # batches whose tunes are sorted by length together
+
+
+def tune_pieces(tune_starts: np.ndarray, length: int, seq_length: int):
+    """Each tune of a stream cut into windows that start at its BOS: (starts, lengths), int64.
+
+    A tune of up to `seq_length` + 1 ids (BOS tune EOS) is one piece, held whole; a longer one
+    continues in further pieces, each starting where the previous one's inputs ended, so every id
+    after a BOS is a target exactly once per pass. A piece never runs into the next tune.
+
+    Args:
+        tune_starts: the position of each tune's BOS (`tune_start_positions`), ascending.
+        length: ids in the stream.
+        seq_length: inputs per window; a piece holds up to `seq_length` + 1 ids.
+    """
+    starts = np.asarray(tune_starts, dtype=np.int64)
+    ends = np.append(starts[1:], length).astype(np.int64)
+    counts = np.maximum(1, -(-(ends - starts - 1) // seq_length))  # ceil, targets per tune
+    first = np.repeat(starts, counts)
+    within = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    piece_starts = first + within * seq_length
+    piece_lengths = np.minimum(seq_length + 1, np.repeat(ends, counts) - piece_starts)
+    keep = piece_lengths >= 2  # at least one (input, target) pair
+    return piece_starts[keep], piece_lengths[keep]
+
+
+def bucket_widths(seq_length: int, buckets: int) -> np.ndarray:
+    """The window widths of `buckets` length buckets: equal steps up to `seq_length`."""
+    step = -(-seq_length // buckets)
+    return np.unique(np.minimum(seq_length, step * np.arange(1, buckets + 1)))
+
+
+def whole_tune_batches(lengths: np.ndarray, batch_size: int, seq_length: int, buckets: int,
+                       seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One pass's batches of pieces: (piece indices (batches, batch_size), width of each batch).
+
+    The pieces are shuffled with a generator seeded by (seed, epoch), so a pass is the same in
+    every process and on resume. With `buckets` > 1, each run of BATCHES_PER_LENGTH_GROUP batches
+    is sorted by length before it is cut into batches, whose order is then shuffled: a batch holds
+    tunes of similar length and its width is the smallest bucket width that holds its longest
+    piece, so little of it is padding. The pass is filled up to whole batches with pieces from
+    its start.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    count = len(lengths)
+    order = rng.permutation(count)
+    total = -(-count // batch_size) * batch_size
+    order = np.resize(order, total)  # repeats from the start to fill the last batch
+    if buckets > 1:
+        group = batch_size * BATCHES_PER_LENGTH_GROUP
+        for lo in range(0, total, group):
+            chunk = order[lo : lo + group]
+            order[lo : lo + group] = chunk[np.argsort(lengths[chunk], kind="stable")]
+    batches = order.reshape(-1, batch_size)
+    batches = batches[rng.permutation(len(batches))]
+    widths = bucket_widths(seq_length, buckets)
+    needed = lengths[batches].max(axis=1) - 1  # inputs of the longest piece
+    return batches.astype(np.int64), widths[np.searchsorted(widths, needed)].astype(np.int64)
+
+
+def make_tune_dataset(
+    ids: np.ndarray,
+    tune_starts: np.ndarray,
+    seq_length: int,
+    batch_size: int,
+    *,
+    buckets: int = 1,
+    seed: int = 0,
+    skip: int = 0,
+    shard: Shard | None = None,
+):
+    """Endless training batches of whole-tune windows (see `tune_pieces`), padded with PAD.
+
+    Each window starts at a tune's BOS with the model's zero state, as generation starts a tune,
+    and holds the tune up to its EOS; what follows is PAD, in inputs and targets, and a PAD target
+    adds nothing to the loss (`train.masked_loss`). The LSTM and the causal Transformer read
+    left to right, so the padding after a tune changes nothing before it.
+
+    Args:
+        ids: 1-D int stream from `encode_stream` (or a memory map of one).
+        tune_starts: each tune's BOS position in `ids`.
+        seq_length: the widest window's inputs.
+        batch_size: windows per batch (the global batch under a strategy).
+        buckets: window widths to batch tunes of similar length into (1: every batch
+            `seq_length` wide). A batch's width is the same for every shard of it.
+        seed: seeds each pass's order (`whole_tune_batches`).
+        skip: batches to leave out at the start (a resumed run's).
+        shard: this input pipeline's part of every batch, for `tf.distribute`.
+
+    Returns:
+        A `tf.data.Dataset` of (inputs, targets), int32 (batch or replica batch, width), width at
+        most `seq_length`.
+
+    Raises:
+        CorpusError: no tune holds a character to predict.
+    """
+    piece_starts, piece_lengths = tune_pieces(tune_starts, len(ids), seq_length)
+    if not len(piece_starts):
+        raise CorpusError("no tunes to make training windows of")
+
+    def plan(epoch):
+        batches, widths = whole_tune_batches(
+            piece_lengths, batch_size, seq_length, buckets, seed, int(epoch)
+        )
+        return batches, widths
+
+    def one_pass(epoch):
+        batches, widths = tf.numpy_function(plan, [epoch], [tf.int64, tf.int64], stateful=False)
+        batches = tf.ensure_shape(batches, [None, batch_size])
+        return tf.data.Dataset.from_tensor_slices((batches, tf.ensure_shape(widths, [None])))
+
+    batches = tf.data.Dataset.range(2**62).flat_map(one_pass).skip(skip)
+    if shard is not None:
+        batches = batches.map(
+            lambda pieces, width: (shard.cut(pieces), tf.fill([shard.replicas], width))
+        ).unbatch()
+    read = _piece_reader(ids, piece_starts, piece_lengths)
+    return batches.map(read, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _piece_reader(ids: np.ndarray, piece_starts: np.ndarray, piece_lengths: np.ndarray):
+    """A function from ((batch,) piece indices, width) to (inputs, targets), PAD past each piece."""
+    if isinstance(ids, np.memmap):
+
+        def read(pieces: np.ndarray, width) -> np.ndarray:
+            offsets = np.arange(int(width) + 1, dtype=np.int64)
+            starts, lengths = piece_starts[pieces], piece_lengths[pieces]
+            inside = offsets[None, :] < lengths[:, None]
+            positions = np.where(inside, starts[:, None] + offsets[None, :], 0)
+            return np.where(inside, ids[positions], PAD).astype(np.int32)
+
+        def gather(pieces, width):
+            windows = tf.numpy_function(read, [pieces, width], tf.int32, stateful=False)
+            windows = tf.ensure_shape(windows, [None, None])  # (batch, width + 1)
+            return windows[:, :-1], windows[:, 1:]
+
+        return gather
+    stream = tf.constant(np.asarray(ids, dtype=np.int32))  # (n,)
+    starts_table, lengths_table = tf.constant(piece_starts), tf.constant(piece_lengths)
+
+    def gather(pieces, width):
+        offsets = tf.range(width + 1, dtype=tf.int64)
+        starts = tf.gather(starts_table, pieces)
+        lengths = tf.gather(lengths_table, pieces)
+        inside = offsets[None, :] < lengths[:, None]  # (batch, width + 1)
+        positions = tf.where(inside, starts[:, None] + offsets[None, :], 0)
+        windows = tf.where(inside, tf.gather(stream, positions), PAD)
         return windows[:, :-1], windows[:, 1:]
 
     return gather

@@ -13,16 +13,20 @@ the corpus as Python objects. The streams are then read back memory-mapped. An e
                                  vocabulary has more than 256 ids)
     train_starts.npy, ...        int64 position of each tune's BOS (validation_starts.npy too)
 
+With `transpose` (`DataConfig.transpose`, see `musicgen.augment`), each training tune is followed in
+`train.npy` by its transposed copies, and corpus.json's "augmentation" counts the copies made and
+skipped; validation tunes are never transposed.
+
 The ids are those of `Vocabulary.from_texts` over every kept tune, which is what a new run uses, so
 a new run reads them as they are; a resumed run whose saved vocabulary differs gets them remapped.
 
 The cache lives in `$MUSICGEN_CACHE_DIR`, else `$XDG_CACHE_HOME/musicgen/corpus`, else
 `~/.cache/musicgen/corpus`, one folder per key: a hash of the format version, musicgen's version
-(its ingestion rules may change), the MIDI grid, the validation fraction and each input file's
-resolved path, size and modification time, in reading order. An entry is written into a temporary
-folder and renamed into place, so a half-written one is never used; one that fails to load is
-rebuilt with a one-line warning. Entries of files since changed are not removed: deleting the
-cache folder at any time is safe.
+(its ingestion rules may change), the MIDI grid, the validation fraction, the transposition
+intervals (when there are any) and each input file's resolved path, size and modification time, in
+reading order. An entry is written into a temporary folder and renamed into place, so a
+half-written one is never used; one that fails to load is rebuilt with a one-line warning.
+Entries of files since changed are not removed: deleting the cache folder at any time is safe.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from musicgen import __version__
+from musicgen.augment import AugmentReport, copy_source, transposed_copies
 from musicgen.corpus import CorpusReport, corpus_files, empty_report, stream_corpus
 from musicgen.errors import CorpusError, ParseError, VocabularyError
 from musicgen.midi_in import DEFAULT_GRID
@@ -73,8 +78,11 @@ def default_cache_dir() -> Path:
     return Path(base) / "musicgen" / "corpus"
 
 
-def cache_key(files: Sequence[tuple[str, Path]], grid: int, fraction: float) -> str:
-    """The cache key of reading `files` (in this order) with `grid` and validation `fraction`."""
+def cache_key(
+    files: Sequence[tuple[str, Path]], grid: int, fraction: float, transpose: Sequence[int] = ()
+) -> str:
+    """The cache key of reading `files` (in this order) with `grid`, validation `fraction` and the
+    training tunes also transposed by `transpose` semitones."""
     described = []
     for _, path in files:
         resolved = Path(os.path.realpath(path))  # never raises on a symlink loop
@@ -90,6 +98,8 @@ def cache_key(files: Sequence[tuple[str, Path]], grid: int, fraction: float) -> 
         "fraction": fraction,
         "files": described,
     }
+    if transpose:  # absent without augmentation: older entries keep their keys
+        parts["transpose"] = [int(s) for s in transpose]
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
 
@@ -113,6 +123,8 @@ class EncodedCorpus:
         characters_in: split name -> characters of its tunes (BOS and EOS not counted).
         fraction: the validation fraction the tunes were split with.
         from_cache: read from an entry an earlier call wrote, without parsing the files.
+        augmentation: what transposing the training tunes made (None without `transpose`); the
+            training counts and streams include the copies.
     """
 
     folder: Path
@@ -127,6 +139,11 @@ class EncodedCorpus:
     characters_in: dict[str, int]
     fraction: float
     from_cache: bool
+    augmentation: AugmentReport | None = None
+
+    @property
+    def transpose(self) -> tuple[int, ...]:
+        return self.augmentation.shifts if self.augmentation else ()
 
     def vocabulary(self) -> Vocabulary:
         return Vocabulary(self.characters)
@@ -178,6 +195,7 @@ def load_encoded_corpus(
     use_cache: bool = True,
     cache_dir: Path | None = None,
     log: Callable[[str], object] | None = None,
+    transpose: Sequence[int] = (),
 ) -> EncodedCorpus:
     """The corpus of `paths`, from the cache when an entry for these very files exists, else read,
     encoded (and, with `use_cache`, stored in the cache).
@@ -189,6 +207,7 @@ def load_encoded_corpus(
         use_cache: read and write the cache; False reads the files into a temporary folder.
         cache_dir: the cache's folder; default `default_cache_dir()`.
         log: where one-line warnings go (an unusable entry rebuilt, an unwritable cache).
+        transpose: semitones every training tune is also transposed by (`musicgen.augment`).
 
     Raises:
         CorpusError: as `corpus.load_corpus` (a missing path, no usable tune...).
@@ -196,7 +215,8 @@ def load_encoded_corpus(
     """
     log = log or (lambda message: None)
     files = corpus_files(paths)
-    key = cache_key(files, grid, fraction)
+    transpose = tuple(transpose)
+    key = cache_key(files, grid, fraction, transpose)
     if use_cache:
         root = Path(cache_dir) if cache_dir else default_cache_dir()
         entry = root / key
@@ -216,18 +236,27 @@ def load_encoded_corpus(
                 f"({exc.strerror or exc}); reading the corpus without it"
             )
         else:
-            return _build_into_cache(files, staging, entry, key, grid, fraction)
+            return _build_into_cache(files, staging, entry, key, grid, fraction, transpose)
     with tempfile.TemporaryDirectory(prefix="musicgen-corpus-", ignore_cleanup_errors=True) as tmp:
         folder = Path(tmp) / key
-        build(files, folder, key=key, grid=grid, fraction=fraction)
+        build(files, folder, key=key, grid=grid, fraction=fraction, transpose=transpose)
         # Memory maps outlive the files they map: the temporary folder may go.
         return _open(folder, key, files, from_cache=False)
 
 
 def build(
-    files: Sequence[tuple[str, Path]], folder: Path, *, key: str, grid: int, fraction: float
+    files: Sequence[tuple[str, Path]],
+    folder: Path,
+    *,
+    key: str,
+    grid: int,
+    fraction: float,
+    transpose: Sequence[int] = (),
 ) -> None:
     """Reads `files` tune by tune and writes an encoded corpus into `folder` (created).
+
+    With `transpose`, each training tune is followed by its transposed copies. (A tune moved into
+    training only because validation would otherwise be all of a tiny corpus gets none.)
 
     Memory: one file's tunes, the duplicate hashes of `stream_corpus`, and for each kept tune its
     stream position and file index (12 bytes); up to TUNE_SOURCES_UP_TO tunes, their sources too.
@@ -239,13 +268,18 @@ def build(
     report = empty_report(files)
     encoder = _Encoder()
     writers = {split: _SplitWriter(folder / f"{split}.tmp") for split in SPLITS}
+    augmentation = AugmentReport(tuple(transpose)) if transpose else None
     try:
         for file_index, tune in stream_corpus(files, report, grid):
             bucket = tune_bucket(tune.text)
             split = "validation" if bucket < fraction else "train"
             suffix = tune.source.removeprefix(files[file_index][0])
             writers[split].add(encoder.encode(tune.text), bucket, file_index, suffix)
-            if report.kept == TUNE_SOURCES_UP_TO + 1:
+            if split == "train" and augmentation:
+                for shift, text in transposed_copies(tune.text, augmentation):
+                    copy = encoder.encode(text)
+                    writers[split].add(copy, None, file_index, copy_source(suffix, shift))
+            if sum(len(w.starts) for w in writers.values()) > TUNE_SOURCES_UP_TO:
                 for writer in writers.values():
                     writer.suffixes = None
     finally:
@@ -279,6 +313,8 @@ def build(
         "report": _report_to_json(report),
         "splits": splits,
     }
+    if augmentation:
+        record["augmentation"] = augmentation.to_json()
     _write_json(folder / "corpus.json", record)
 
 
@@ -332,17 +368,21 @@ class _SplitWriter:
         self.suffixes: list[str] | None = []  # each tune's source after its file's label
         self.lowest = (2.0, -1)  # (bucket, tune index) of the tune with the lowest bucket
         self.highest = (-1.0, -1)
+        self.copies = array.array("b")  # 1 for a transposed copy of the tune before it
 
-    def add(self, ids: np.ndarray, bucket: float, file_index: int, suffix: str) -> None:
+    def add(self, ids: np.ndarray, bucket: float | None, file_index: int, suffix: str) -> None:
+        """Appends one tune; `bucket` None for a transposed copy of the last tune added."""
         index = len(self.starts)
         self.starts.append(self.length)
         self.files.append(file_index)
+        self.copies.append(bucket is None)
         if self.suffixes is not None:
             self.suffixes.append(suffix)
         self.handle.write(ids.tobytes())
         self.length += len(ids)
-        self.lowest = min(self.lowest, (bucket, index))
-        self.highest = max(self.highest, (bucket, index))
+        if bucket is not None:
+            self.lowest = min(self.lowest, (bucket, index))
+            self.highest = max(self.highest, (bucket, index))
 
     def close(self) -> None:
         self.handle.close()
@@ -350,6 +390,13 @@ class _SplitWriter:
     def span(self, index: int) -> tuple[int, int]:
         end = self.starts[index + 1] if index + 1 < len(self.starts) else self.length
         return self.starts[index], end
+
+    def group_end(self, index: int) -> int:
+        """The index after tune `index` and its transposed copies."""
+        end = index + 1
+        while end < len(self.copies) and self.copies[end]:
+            end += 1
+        return end
 
 
 @dataclasses.dataclass
@@ -388,16 +435,18 @@ def _final_parts(writers: dict[str, _SplitWriter], fraction: float, kept: int) -
 
 
 def _move_out(writer: _SplitWriter, index: int) -> tuple[_Part, _Part]:
-    """(the writer's tunes without tune `index`, that tune alone)."""
+    """(the writer's tunes without tune `index` and its transposed copies, that tune alone)."""
     whole = _Part.whole(writer)
     start, end = writer.span(index)
-    starts = np.concatenate([whole.starts[:index], whole.starts[index + 1 :] - (end - start)])
+    after = writer.group_end(index)
+    group_stop = writer.span(after - 1)[1]
+    starts = np.concatenate([whole.starts[:index], whole.starts[after:] - (group_stop - start)])
     suffixes = whole.suffixes
     rest = _Part(
-        [(writer.path, 0, start), (writer.path, end, writer.length)],
+        [(writer.path, 0, start), (writer.path, group_stop, writer.length)],
         starts,
-        np.delete(whole.files, index),
-        None if suffixes is None else suffixes[:index] + suffixes[index + 1 :],
+        np.delete(whole.files, range(index, after)),
+        None if suffixes is None else suffixes[:index] + suffixes[after:],
     )
     moved = _Part(
         [(writer.path, start, end)],
@@ -490,10 +539,12 @@ class _Unusable(Exception):
     """A cache entry that cannot be used as it is; the message says why."""
 
 
-def _build_into_cache(files, staging: Path, entry: Path, key: str, grid: int, fraction: float):
+def _build_into_cache(
+    files, staging: Path, entry: Path, key: str, grid: int, fraction: float, transpose=()
+):
     """Builds in `staging`, then renames it to `entry`: an entry is complete or absent."""
     try:
-        build(files, staging / "entry", key=key, grid=grid, fraction=fraction)
+        build(files, staging / "entry", key=key, grid=grid, fraction=fraction, transpose=transpose)
     except BaseException:
         _remove(staging)
         raise
@@ -539,6 +590,11 @@ def _open(folder: Path, key: str, files, *, from_cache: bool) -> EncodedCorpus:
             characters_in={s: int(record["splits"][s]["characters"]) for s in SPLITS},
             fraction=float(record["validation_fraction"]),
             from_cache=from_cache,
+            augmentation=(
+                AugmentReport.from_json(record["augmentation"])
+                if "augmentation" in record
+                else None
+            ),
         )
     except (OSError, ValueError, EOFError, KeyError, TypeError, IndexError) as exc:
         raise _Unusable(_first_line(exc)) from None

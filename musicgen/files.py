@@ -70,6 +70,19 @@ def safe_stem(title: str, fallback: str = "tune") -> str:
     return stem
 
 
+def write_new_text(path: Path, text: str) -> None:
+    """Writes `path` whole, failing with FileExistsError if it exists, even if another process
+    creates it meanwhile (a staged file linked into place, never check-then-write)."""
+    path = Path(path)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".musicgen-staging-"))
+    try:
+        staged = staging / path.name
+        atomic_write_text(staged, text)
+        _link_exclusive(staged, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 class Publisher:
     """Puts groups of files (one tune's `.abc`, `.mid`, `.wav`...) into a folder under free names.
 

@@ -150,8 +150,12 @@ class NoveltyIndex:
         for width in range(CHAR_GRAM - 1, 0, -1):
             if width not in self._short_grams:
                 self._short_grams[width] = np.unique(_window_hashes(_codes(self.text), width))
-            if np.isin(_window_hashes(codes, width), self._short_grams[width]).any():
-                return width
+            grams = self._short_grams[width]  # sorted: a binary search, not isin's full sort
+            probe = _window_hashes(codes, width)
+            if len(grams) and len(probe):
+                found = grams[np.minimum(np.searchsorted(grams, probe), len(grams) - 1)]
+                if (found == probe).any():
+                    return width
         return 0
 
 

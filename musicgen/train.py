@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgen.augment import AugmentReport, augment_tunes
 from musicgen.checkpoint import (
     RunPaths,
     SplitRecord,
@@ -37,13 +38,15 @@ from musicgen.checkpoint import (
     usable_checkpoint,
     write_corpus_record,
 )
-from musicgen.config import RunConfig, TrainConfig, check_memory
+from musicgen.config import DataConfig, RunConfig, TrainConfig, check_memory
 from musicgen.dataset import (
     Shard,
     encode_stream,
     make_dataset,
+    make_tune_dataset,
     require_windows,
     split_tunes,
+    tune_pieces,
     tune_start_positions,
 )
 from musicgen.distribute import Distribution, make_distribution
@@ -146,14 +149,14 @@ def train(
     distribution = make_distribution(strategy)
     _check_distribution(config, distribution)
     paths = RunPaths(Path(run_dir))
-    corpus = _split(tunes, config.data.validation_fraction)
+    corpus = _split(tunes, config.data)
     _check_window_fits(config)
     vocab = _vocabulary(corpus, paths, resume)
     config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, vocab_size=len(vocab))
     )
     check_memory(config)
-    streams = _Streams.of(corpus, vocab, config.data.seq_length)
+    streams = _Streams.of(corpus, vocab, config.data)
     with contextlib.ExitStack() as lock:
         if distribution.is_chief:
             check_run_dir(paths.root, resume=resume)
@@ -190,6 +193,8 @@ def _train_in(config, corpus, streams, paths, distribution, resume, log, progres
             write_corpus_record(
                 paths.root, *_split_records(corpus), corpus_summary, _training_headers(corpus)
             )
+        if corpus.augmentation:
+            log(corpus.augmentation.summary())
         log(
             f"training on {corpus.tune_count('train')} tunes ({len(streams.train):,} characters), "
             f"validating on {corpus.tune_count('validation')} ({len(streams.validation):,})"
@@ -223,25 +228,33 @@ def _print_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _split(tunes: Sequence | EncodedCorpus, fraction: float) -> _TuneSplit | EncodedCorpus:
-    """`tunes` split into training and validation (an EncodedCorpus comes split already)."""
+def _split(tunes: Sequence | EncodedCorpus, data: DataConfig) -> _TuneSplit | EncodedCorpus:
+    """`tunes` split into training and validation, the training tunes then augmented by
+    `data.transpose` (an EncodedCorpus comes split and augmented already)."""
     if isinstance(tunes, EncodedCorpus):
-        if tunes.fraction != fraction:
+        if tunes.fraction != data.validation_fraction:
             raise ValueError("the encoded corpus was split with another validation fraction")
+        if tunes.transpose != data.transpose:
+            raise ValueError("the encoded corpus was augmented with other transpositions")
         return tunes
     tunes = list(tunes)
     if not tunes:
         raise CorpusError("no tunes to train on")
-    return _TuneSplit(tunes, *split_tunes(tunes, fraction))
+    train_tunes, validation = split_tunes(tunes, data.validation_fraction)
+    augmentation = None
+    if data.transpose:
+        train_tunes, augmentation = augment_tunes(train_tunes, data.transpose)
+    return _TuneSplit([*train_tunes, *validation], train_tunes, validation, augmentation)
 
 
 @dataclasses.dataclass(frozen=True)
 class _TuneSplit:
     """Tunes in memory, split as `split_tunes` does: `train`'s counterpart of an EncodedCorpus."""
 
-    tunes: list
+    tunes: list  # every tune trained or validated on, transposed copies included
     train: list
     validation: list
+    augmentation: AugmentReport | None = None
 
     def tunes_in(self, split: str) -> list:
         return self.train if split == "train" else self.validation
@@ -311,21 +324,34 @@ class _Streams:
     validation: np.ndarray
     seq_length: int
     train_starts: np.ndarray  # int64 position of each training tune's BOS
+    whole_tunes: bool = False  # windows from tune starts (`dataset.make_tune_dataset`)
+    length_buckets: int = 1
 
     @classmethod
-    def of(cls, corpus: _TuneSplit | EncodedCorpus, vocab: Vocabulary, seq_length: int) -> _Streams:
+    def of(cls, corpus: _TuneSplit | EncodedCorpus, vocab: Vocabulary, data: DataConfig):
+        windows = {"whole_tunes": data.whole_tunes, "length_buckets": data.length_buckets}
         if not isinstance(corpus, EncodedCorpus):
-            return cls.encode(corpus.train, corpus.validation, vocab, seq_length)
+            return cls.encode(corpus.train, corpus.validation, vocab, data.seq_length, **windows)
         train_ids, validation_ids = corpus.ids_in(vocab)
-        require_windows(len(train_ids), seq_length)
-        return cls(train_ids, validation_ids, seq_length, np.asarray(corpus.train_starts))
+        require_windows(len(train_ids), data.seq_length)
+        starts = np.asarray(corpus.train_starts)
+        return cls(train_ids, validation_ids, data.seq_length, starts, **windows)
 
     @classmethod
-    def encode(cls, train_tunes, validation_tunes, vocab, seq_length) -> _Streams:
+    def encode(cls, train_tunes, validation_tunes, vocab, seq_length, **windows) -> _Streams:
         train_ids = encode_stream(train_tunes, vocab)
         require_windows(len(train_ids), seq_length)
         validation_ids = encode_stream(validation_tunes, vocab)
-        return cls(train_ids, validation_ids, seq_length, tune_start_positions(train_ids))
+        starts = tune_start_positions(train_ids)
+        return cls(train_ids, validation_ids, seq_length, starts, **windows)
+
+    def characters_per_step(self, batch_size: int) -> int:
+        """Characters predicted per training step: whole windows, or with whole-tune windows
+        (padded) the mean over a pass."""
+        if not self.whole_tunes:
+            return batch_size * self.seq_length
+        _, lengths = tune_pieces(self.train_starts, len(self.train), self.seq_length)
+        return max(1, round(batch_size * (float(np.mean(lengths)) - 1)))
 
     def datasets(self, batch_size: int, seed: int, start: int, distribution: Distribution):
         """(endless shuffled training batches from batch `start` on, validation batches or None).
@@ -337,6 +363,17 @@ class _Streams:
         tune_starts = self.train_starts
 
         def training_batches(shard=None):
+            if self.whole_tunes:
+                return make_tune_dataset(
+                    self.train,
+                    tune_starts,
+                    self.seq_length,
+                    batch_size,
+                    buckets=self.length_buckets,
+                    seed=seed,
+                    skip=start,
+                    shard=shard,
+                )
             return make_dataset(
                 self.train,
                 self.seq_length,
@@ -393,8 +430,8 @@ def train_step(model, optimizer, step, inputs, targets, batch_chars=None, clip_n
         step: int64 tf.Variable counting steps, incremented with the weights so the two never part.
         inputs: int32 (batch, time): this replica's windows.
         targets: int32 (batch, time).
-        batch_chars: characters in the global batch (all replicas together); None: this batch's
-            own non-PAD count, for a single device.
+        batch_chars: characters in the global batch (all replicas together); None: the global
+            batch's own non-PAD count, summed over the replicas (padded whole-tune windows).
         clip_norm: clip the summed gradient to this global norm; 0: no clipping.
 
     Returns:
@@ -404,7 +441,9 @@ def train_step(model, optimizer, step, inputs, targets, batch_chars=None, clip_n
     with tf.GradientTape() as tape:
         logits = model(inputs, training=True)  # (batch, time, vocab)
         total, count = _loss_sum(targets, logits)
-        loss = total / (batch_chars or tf.maximum(count, 1.0))
+        if batch_chars is None:
+            batch_chars = tf.maximum(_summed_over_replicas(count), 1.0)
+        loss = total / batch_chars
         # Multiplied by the loss scale under float16 (LossScaleOptimizer), else unchanged.
         scaled_loss = optimizer.scale_loss(loss)
     gradients = tape.gradient(scaled_loss, model.trainable_variables)
@@ -414,6 +453,14 @@ def train_step(model, optimizer, step, inputs, targets, batch_chars=None, clip_n
     optimizer.apply(gradients, model.trainable_variables)
     step.assign_add(1)
     return loss
+
+
+def _summed_over_replicas(value):
+    """`value` summed over the replicas in sync (itself on one device)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(value))
 
 
 def clip_summed_gradients(gradients, clip_norm):
@@ -563,11 +610,13 @@ class _Session:
     def run(self, streams: _Streams, start: int) -> TrainResult:
         """Trains from `start` to the target step, recording, evaluating and checkpointing."""
         train_config = self.config.train
+        self.chars_per_step = streams.characters_per_step(train_config.batch_size)
+        self.timing = _Timing(self.chars_per_step)
         train_batches, validation = streams.datasets(
             train_config.batch_size, seed=train_config.random_seed, start=start,
             distribution=self.distribution,
         )  # fmt: skip
-        # Traced once: training batches all have one shape.
+        # Traced once per batch shape: one, or one per width of whole-tune windows' buckets.
         step_fn = tf.function(
             functools.partial(
                 distributed_train_step,
@@ -575,7 +624,8 @@ class _Session:
                 self.model,
                 self.optimizer,
                 self.step,
-                batch_chars=float(self.chars_per_step),
+                # Padded windows: each batch's own count of characters.
+                batch_chars=None if streams.whole_tunes else float(self.chars_per_step),
                 clip_norm=train_config.clip_norm,
             ),
             jit_compile=train_config.xla or None,

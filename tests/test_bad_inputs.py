@@ -16,13 +16,11 @@ from hypothesis import strategies as st
 
 from musicgen.abc import header_fields, parse_tune, read_text_file, split_tunebook
 from musicgen.cli import main
-from musicgen.corpus import load_corpus
+from musicgen.corpus import load_corpus, music21_corpus_folder
 from musicgen.errors import ParseError
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"  # 4 good tunes, 3 broken
-ONEILLS = Path(__file__).resolve().parents[1] / (
-    ".venv/lib/python3.11/site-packages/music21/corpus/oneills1850/0001-0050.abc"
-)
+ONEILLS = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 GOOD_TUNE = "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n|:GAG GAB|ABA ABd|edd gdd|edB dBA:|\n"
 TINY = ["--embedding-dim", "4", "--units", "8", "--layers", "1", "--batch-size", "4"]
 TINY += ["--seq-length", "32", "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1"]

@@ -26,12 +26,11 @@ from musicgen.checkpoint import (  # noqa: E402
     remove_leftovers,
 )
 from musicgen.config import ModelConfig, RunConfig  # noqa: E402
+from musicgen.corpus import music21_corpus_folder
 from musicgen.errors import CheckpointError  # noqa: E402
 from musicgen.vocab import Vocabulary  # noqa: E402
 
-TUNEBOOK = Path(__file__).resolve().parents[1] / (
-    ".venv/lib/python3.11/site-packages/music21/corpus/oneills1850/0001-0050.abc"
-)
+TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ def test_import_and_help_do_not_load_tensorflow():
 
 def test_every_command_has_help():
     runner = CliRunner()
-    assert set(main.commands) == {"train", "generate", "render", "play", "ingest", "evaluate"}
+    expected = {"train", "generate", "render", "play", "ingest", "evaluate", "serve"}
+    assert set(main.commands) == expected
     for command in main.commands:
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0, result.output

@@ -11,6 +11,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from musicgen.abc import Tune, read_text_file, split_tunebook  # noqa: E402
+from musicgen.corpus import music21_corpus_folder
 from musicgen.dataset import (  # noqa: E402
     encode_stream,
     make_dataset,
@@ -20,9 +21,7 @@ from musicgen.dataset import (  # noqa: E402
 from musicgen.errors import CorpusError  # noqa: E402
 from musicgen.vocab import BOS, EOS, Vocabulary  # noqa: E402
 
-ONEILLS = Path(__file__).resolve().parents[1] / (
-    ".venv/lib/python3.11/site-packages/music21/corpus/oneills1850"
-)
+ONEILLS = music21_corpus_folder() / "oneills1850"
 
 
 def tunes_from(path: Path) -> list[Tune]:

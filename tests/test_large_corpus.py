@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from musicgen import corpus as corpus_module
 from musicgen import encoded
-from musicgen.corpus import load_corpus
+from musicgen.corpus import load_corpus, music21_corpus_folder
 from musicgen.encoded import default_cache_dir, load_encoded_corpus
 from musicgen.errors import CorpusError, VocabularyError
 from musicgen.vocab import BOS, EOS, Vocabulary
@@ -27,7 +27,7 @@ sys.path.insert(0, str(BENCH))
 import large_corpus  # noqa: E402  (bench/ is scripts, not a package)
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"  # 4 good tunes, 3 broken
-MUSIC21 = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/music21/corpus"
+MUSIC21 = music21_corpus_folder()
 ONEILLS = MUSIC21 / "oneills1850" / "0001-0050.abc"
 LATIN1 = "X:1\nT:Slán Go Fóill\nM:6/8\nL:1/8\nK:G\n|:GAG GAB|ABA ABd|edd gdd|edB dBA:|\n"
 

@@ -20,12 +20,11 @@ from hypothesis import strategies as st
 
 import musicgen
 from musicgen.cli import main
+from musicgen.corpus import music21_corpus_folder
 from musicgen.files import _RESERVED, MAX_STEM_LENGTH, safe_stem
 from musicgen.output import write_tunes
 
-ONEILLS = Path(__file__).resolve().parents[1] / (
-    ".venv/lib/python3.11/site-packages/music21/corpus/oneills1850/0001-0050.abc"
-)
+ONEILLS = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 TINY = ["--embedding-dim", "4", "--units", "8", "--layers", "1", "--batch-size", "4"]
 TINY += ["--seq-length", "32", "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1"]
 STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -94,6 +93,7 @@ def test_written_files_stay_in_the_output_folder_whatever_the_titles(tmp_path):
     titles = [t for t in HOSTILE_TITLES if "\n" not in t and t.strip()]
     records, _ = write_tunes([tune(title) for title in titles], out, audio=False)
     written = [Path(r.abc) for r in records] + [Path(r.midi) for r in records if r.midi]
+    written += [Path(r.svg) for r in records if r.svg]
     assert all(path.resolve().parent == out.resolve() for path in written)
     assert {p.name for p in tmp_path.rglob("*") if p.is_file()} == {p.name for p in written}
     assert len({p.name.lower() for p in written}) == len(written)  # none overwrote another

@@ -23,6 +23,7 @@ import musicgen.train as train_module  # noqa: E402
 from musicgen.abc import Tune, read_text_file, split_tunebook  # noqa: E402
 from musicgen.checkpoint import load_for_inference  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from musicgen.corpus import music21_corpus_folder
 from musicgen.errors import CheckpointError, CorpusError, VocabularyError  # noqa: E402
 from musicgen.train import (  # noqa: E402
     learning_rate_schedule,
@@ -33,9 +34,7 @@ from musicgen.train import (  # noqa: E402
 )
 from musicgen.vocab import PAD  # noqa: E402
 
-TUNEBOOK = Path(__file__).resolve().parents[1] / (
-    ".venv/lib/python3.11/site-packages/music21/corpus/oneills1850/0001-0050.abc"
-)
+TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 STEPS = 60
 
 

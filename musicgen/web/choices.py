@@ -1,0 +1,81 @@
+"""The models a server offers, chosen on the page by id (never by a path the page sends)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from musicgen.errors import MusicgenError
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model the page can pick.
+
+    Attributes:
+        id: what the page sends back; only ids of this list are accepted.
+        label: what the page shows.
+        run_dir: the run directory the model is loaded from.
+    """
+
+    id: str
+    label: str
+    run_dir: Path
+
+
+def bundled_models() -> list[ModelChoice]:
+    """The models shipped with musicgen: none yet.
+
+    This is the hook for the bundled model: when musicgen ships one, return it here and it is
+    offered first, before the user's runs.
+    """
+    return []
+
+
+def model_choices(
+    run_dir: Path | None, checkpoints: Path = Path("checkpoints")
+) -> list[ModelChoice]:
+    """The models to offer: the bundled ones, `run_dir`, then the runs under `checkpoints`.
+
+    The first is the default: `run_dir` when given, else a bundled model, else the newest run.
+
+    Raises:
+        MusicgenError: `run_dir` is not a trained run, or there is no model at all.
+    """
+    choices = bundled_models()
+    runs: list[Path] = []
+    if run_dir is not None:
+        if not (Path(run_dir) / "config.json").is_file():
+            raise MusicgenError(f"{run_dir}: not a trained run (no config.json); pass a run dir")
+        runs.append(Path(run_dir))
+    if Path(checkpoints).is_dir():
+        found = sorted(
+            (p.parent for p in Path(checkpoints).glob("*/config.json")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        runs += [p for p in found if not any(_same(p, r) for r in runs)]
+    run_choices = _named(runs, taken={c.id for c in choices})
+    choices = run_choices[:1] + choices + run_choices[1:] if run_dir else choices + run_choices
+    if not choices:
+        raise MusicgenError(
+            f"no trained run under {checkpoints}/; run `musicgen train` first or pass --run-dir"
+        )
+    return choices
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _named(runs: list[Path], taken: set[str]) -> list[ModelChoice]:
+    choices = []
+    for run in runs:
+        base = f"run:{run.resolve().name}"
+        name, n = base, 1
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        choices.append(ModelChoice(id=name, label=f"{run.resolve().name} ({run})", run_dir=run))
+    return choices
