@@ -6,6 +6,7 @@ sampled together as one batch inside the sampler's compiled loop, one `model.ste
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from musicgen.abc import read_text_file, split_tunebook
@@ -83,6 +84,18 @@ def _header_and_first_line(text: str) -> str:
     return text
 
 
+MAX_TITLE = 60  # characters of a title the model writes for a seed without one
+
+
+def _wants_title(seed_text: str) -> bool:
+    """True for a seed that is an `X:` line and header fields without `T:` and without music."""
+    lines = seed_text.splitlines()
+    if not lines or not lines[0].startswith("X:") or not seed_text.endswith("\n"):
+        return False
+    fields = [line for line in lines if len(line) >= 2 and line[1] == ":" and line[0].isalpha()]
+    return len(fields) == len(lines) and not any(line.startswith("T:") for line in lines)
+
+
 class Generator:
     """Writes tunes with a trained model.
 
@@ -117,6 +130,11 @@ class Generator:
     def generate(self, seed_text: str, config: SampleConfig) -> list[str]:
         """Samples `config.num` tunes that continue `seed_text`.
 
+        A seed that is a tune's header without a title (`X:1\nM:6/8\nK:D\n`, as `--key` and
+        `--meter` build it) first gets a title written by the model for each tune: real tunes have
+        one (`evaluate`'s header check asks for it), and in the corpus `T:` comes right after `X:`,
+        before any field a seed gives.
+
         Args:
             seed_text: the start of every tune (may be empty).
             config: number of tunes, temperature, top-k, top-p, total length in characters including
@@ -124,26 +142,57 @@ class Generator:
 
         Returns:
             `config.num` texts, each `seed_text` followed by the sampled characters up to, not
-            including, the end-of-tune token; at most `config.max_length` characters.
+            including, the end-of-tune token (with a title line after `X:` when the seed had
+            none); at most `config.max_length` characters.
 
         Raises:
             GenerationError: a setting is out of range or the seed has characters the model's
                 vocabulary lacks.
         """
         self._check(seed_text, config)
+        if _wants_title(seed_text) and config.max_length > len(seed_text) + MAX_TITLE + 4:
+            return self._generate_titled(seed_text, config)
         prompt = [BOS, *self.vocab.encode(seed_text)]
         state = self._state_after(prompt[:-1], config.num)
+        return self._continue(state, [prompt[-1]] * config.num, [seed_text] * config.num, config)
+
+    def _continue(self, state, last_ids: list[int], starts: list[str], config) -> list[str]:
+        """Samples on from `state`, row r's text so far being `starts[r]` (all of one length)."""
         result = self.sampler(
             state,
-            tf.fill([config.num], prompt[-1]),
-            config.max_length - len(seed_text),
+            tf.constant(last_ids, tf.int32),
+            config.max_length - len(starts[0]),
             temperature=config.temperature,
             top_k=config.top_k,
             top_p=config.top_p,
             random_seed=config.random_seed,
         )
-        rows = zip(result.tokens.numpy().tolist(), result.lengths.numpy().tolist())
-        return [seed_text + self.vocab.decode(tokens[:length]) for tokens, length in rows]
+        rows = zip(starts, result.tokens.numpy().tolist(), result.lengths.numpy().tolist())
+        return [start + self.vocab.decode(tokens[:length]) for start, tokens, length in rows]
+
+    def _generate_titled(self, seed_text: str, config: SampleConfig) -> list[str]:
+        """Titles first (the model continues `X:N\nT:`), then each tune's body after its title.
+
+        Titles are padded with spaces to one length so every row's prompt has the same length
+        (one batched priming pass; the Transformer's cache positions stay aligned); the padding is
+        removed from the texts returned.
+        """
+        x_line, rest = seed_text.split("\n", 1)
+        title_prompt = f"{x_line}\nT:"
+        title_config = dataclasses.replace(config, max_length=len(title_prompt) + MAX_TITLE)
+        titles = [
+            text[len(title_prompt) :].split("\n", 1)[0].strip()[:MAX_TITLE] or "Untitled"
+            for text in self.generate(title_prompt, title_config)
+        ]
+        width = max(len(title) for title in titles)
+        starts = [f"{title_prompt}{title.ljust(width)}\n{rest}" for title in titles]
+        rows = [[BOS, *self.vocab.encode(start)] for start in starts]  # one length
+        state = self._prime(tf.constant([row[:-1] for row in rows], tf.int32))
+        texts = self._continue(state, [row[-1] for row in rows], starts, config)
+        return [
+            text.replace(f"T:{title.ljust(width)}\n", f"T:{title}\n", 1)
+            for text, title in zip(texts, titles)
+        ]
 
     def _state_after(self, prompt_ids: list[int], num: int):
         """The model's state after reading `prompt_ids`, repeated for `num` rows."""

@@ -83,14 +83,28 @@ def config(**changes):
 
 
 def test_tunes_start_with_the_seed_and_use_only_vocabulary_characters(generator, vocab):
-    tunes = generator.generate(SEED, config(num=4))
+    seed = "X:1\nT:A\nM:2/4\nK:D\n"
+    tunes = generator.generate(seed, config(num=4))
     assert len(tunes) == 4
     for tune in tunes:
-        assert tune.startswith(SEED)
+        assert tune.startswith(seed)
         assert len(tune) <= 120
         assert vocab.unknown_characters(tune) == []
         assert "\ufffd" not in tune
     assert len(set(tunes)) > 1  # rows sample independently
+
+
+@pytest.mark.parametrize("num", [1, 4])
+def test_a_header_without_a_title_gets_one_written_by_the_model(generator, vocab, num):
+    tunes = generator.generate(SEED, config(num=num, max_length=160))  # SEED has no T:
+    assert len(tunes) == num
+    for tune in tunes:
+        lines = tune.split("\n")
+        assert lines[0] == "X:1" and lines[1].startswith("T:") and len(lines[1]) > 2
+        assert lines[1] == lines[1].rstrip()  # the padding that aligned the rows is gone
+        assert lines[2:4] == ["M:2/4", "K:D"]  # the seed's fields, as given
+        assert len(tune) <= 160 and not vocab.unknown_characters(tune)
+    assert tunes == generator.generate(SEED, config(num=num, max_length=160))
 
 
 def test_empty_seed(generator, vocab):
