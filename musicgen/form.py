@@ -126,12 +126,7 @@ def read_form(text: str) -> TuneForm:
     Raises:
         RenderError: the tune cannot be read (the reasons of `render.abc_to_performance`).
     """
-    header, body = render._split_tune(text)
-    meter, _ = render._parse_meter(header.meter_text)
-    if header.unit_text:
-        unit = render._parse_unit(header.unit_text)
-    else:
-        unit = Fraction(1, 16) if meter is not None and meter < Fraction(3, 4) else Fraction(1, 8)
+    header, body, meter, _, unit = render.read_tune_setup(text)
     reader = _FormReader(header, meter, unit)
     for number, line in body:
         reader.feed(number, line)

@@ -869,6 +869,27 @@ def _perform(played: list[_Token], seconds_per_whole: float, beat: int) -> tuple
     return [Note(*values) for values in notes], bars
 
 
+def read_tune_setup(text: str):
+    """A tune's header, its body lines, and the meter, beat and unit length the body is read in.
+
+    The one place the default unit length is decided (1/16 below a meter of 3/4, else 1/8), for
+    every reader of tunes (this module, `checks`, `form`).
+
+    Returns:
+        (header, body lines as (line number, text), meter or None for free meter, beat, unit).
+
+    Raises:
+        RenderError: no `K:`, music before it, or a bad `M:` or `L:` field.
+    """
+    header, body = _split_tune(text)
+    meter, beat = _parse_meter(header.meter_text)
+    if header.unit_text:
+        unit = _parse_unit(header.unit_text)
+    else:
+        unit = Fraction(1, 16) if meter is not None and meter < Fraction(3, 4) else Fraction(1, 8)
+    return header, body, meter, beat, unit
+
+
 def abc_to_performance(text: str) -> Performance:
     """Reads one ABC tune and plays it: repeats expanded, ties merged, times in seconds.
 
@@ -882,12 +903,7 @@ def abc_to_performance(text: str) -> Performance:
     Raises:
         RenderError: The tune is not valid; `reason` is a stable key (see the module docstring).
     """
-    header, body = _split_tune(text)
-    meter, beat = _parse_meter(header.meter_text)
-    if header.unit_text:
-        unit = _parse_unit(header.unit_text)
-    else:
-        unit = Fraction(1, 16) if meter is not None and meter < Fraction(3, 4) else Fraction(1, 8)
+    header, body, meter, beat, unit = read_tune_setup(text)
     tempo = _parse_tempo(header.tempo_text, unit) if header.tempo_text else None
     beat_unit, bpm = tempo or (DEFAULT_BEAT, DEFAULT_BPM)
     parser = _BodyParser(header, meter, unit)
