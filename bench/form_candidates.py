@@ -223,6 +223,8 @@ def table(candidates: list[dict]) -> tuple[list[dict], str]:
                 value = candidate["training"]["steps"]
             elif key in evaluation["headline"]:
                 value = evaluation["headline"][key]
+                if isinstance(value, dict):  # a figure compared: {"generated", "corpus", ...}
+                    value = value["generated"]
             else:
                 value = evaluation["form_vs_training_tunes"]["figures"][key]["generated"]
             row[candidate["name"]] = value

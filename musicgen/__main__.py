@@ -1,4 +1,4 @@
-from musicgen.cli import main
+from musicgen.cli import run
 
 if __name__ == "__main__":
-    main()
+    run()

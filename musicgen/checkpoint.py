@@ -3,7 +3,10 @@
     run_dir/
       config.json     RunConfig (model shape, data and training settings)
       vocab.json      Vocabulary
-      ckpt/           TensorFlow checkpoints: model weights, optimizer state, step
+      ckpt/           TensorFlow checkpoints: model weights, optimizer state, step (the last few)
+      best/           one checkpoint: the weights that scored the lowest validation bits/char, with
+                      that step and figure (`musicgen.best`); what generate and evaluate load
+      card.json       what the model is (`musicgen.card`), updated by train and evaluate
       corpus.json     which tunes trained and validated the model, and the ingestion summary
       metrics.jsonl   one JSON object per logged step
       tensorboard/    event files
@@ -26,47 +29,13 @@ from pathlib import Path
 from musicgen.config import RunConfig
 from musicgen.errors import CheckpointError, VocabularyError
 from musicgen.files import atomic_write_text
+from musicgen.rundir import RunPaths
 from musicgen.tfsetup import import_tensorflow
 from musicgen.vocab import Vocabulary
 
 tf = import_tensorflow()
 
 WEIGHTS_KEY = "model_weights"  # top-level name of the weights in the checkpoint's object graph
-
-
-@dataclasses.dataclass(frozen=True)
-class RunPaths:
-    """The files of one run directory."""
-
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.json"
-
-    @property
-    def vocab(self) -> Path:
-        return self.root / "vocab.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "ckpt"
-
-    @property
-    def corpus(self) -> Path:
-        return self.root / "corpus.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    @property
-    def plot(self) -> Path:
-        return self.root / "loss.png"
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:
@@ -86,7 +55,11 @@ def checkpoint_candidates(run_dir: Path) -> list[str]:
     Taken from the `ckpt/checkpoint` index file; when that file is missing or unreadable, from
     the `ckpt-<step>.index` files present, by step.
     """
-    directory = RunPaths(Path(run_dir)).checkpoints
+    return _candidates_in(RunPaths(Path(run_dir)).checkpoints)
+
+
+def _candidates_in(directory: Path) -> list[str]:
+    """`checkpoint_candidates` of one checkpoint folder (`ckpt/` or `best/`)."""
     state = tf.train.get_checkpoint_state(str(directory)) if directory.is_dir() else None
     if state is not None and state.model_checkpoint_path:
         listed = [state.model_checkpoint_path, *reversed(state.all_model_checkpoint_paths)]
@@ -188,7 +161,9 @@ def remove_leftovers(run_dir: Path) -> list[Path]:
         The paths removed.
     """
     paths = RunPaths(Path(run_dir))
-    leftovers = [*paths.checkpoints.glob("ckpt-*_temp"), *paths.checkpoints.glob("checkpoint.tmp*")]
+    leftovers = []
+    for folder in (paths.checkpoints, paths.best):
+        leftovers += [*folder.glob("ckpt-*_temp"), *folder.glob("checkpoint.tmp*")]
     leftovers += [p for p in paths.root.glob(".*.tmp") if p.is_file()]
     for path in leftovers:
         if path.is_dir():
@@ -236,8 +211,11 @@ def prepare_run_dir(run_dir: Path, config: RunConfig, vocab: Vocabulary, *, resu
         )
     paths.root.mkdir(parents=True, exist_ok=True)
     if not resume:
-        # Metrics of an earlier attempt that never reached a checkpoint would be mixed with ours.
+        # Metrics and a best checkpoint of an earlier attempt that never reached a checkpoint
+        # would be mixed with ours.
         paths.metrics.unlink(missing_ok=True)
+        shutil.rmtree(paths.best, ignore_errors=True)
+        paths.card.unlink(missing_ok=True)
     config.save(paths.config)
     vocab.save(paths.vocab)
 
@@ -464,8 +442,102 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_for_inference(run_dir: Path, warn: Callable[[str], object] | None = None):
-    """Rebuilds the model of a run from `config.json` and restores its latest intact weights.
+CHECKPOINT_CHOICES = ("best", "last")
+BEST_VALUE_KEY = "val_bits_per_char"  # the best checkpoint's record of its validation figure
+
+
+@dataclasses.dataclass(frozen=True)
+class ChosenCheckpoint:
+    """The checkpoint a run's model is loaded from.
+
+    Attributes:
+        prefix: its path prefix (".../best/ckpt-600").
+        step: the training step it holds.
+        which: "best" (`RUN/best/`) or "last" (the newest intact one in `RUN/ckpt/`).
+        val_bits_per_char: the validation figure it scored (best only).
+        last_step: the step of the run's newest checkpoint.
+        note: why the last one is used when the best was asked for, else "".
+    """
+
+    prefix: str
+    step: int
+    which: str
+    val_bits_per_char: float | None = None
+    last_step: int | None = None
+    note: str = ""
+
+    def describe(self, run_dir: Path) -> str:
+        """One line saying which step of `run_dir` was loaded, and why."""
+        if self.which == "best":
+            text = f"loaded the best checkpoint of {run_dir}: step {self.step}"
+            if self.val_bits_per_char is not None:
+                text += f" (validation {self.val_bits_per_char:.3f} bits/char)"
+            if self.last_step is not None and self.last_step != self.step:
+                text += f"; the last is step {self.last_step} (--checkpoint last loads it)"
+            return text
+        text = f"loaded the last checkpoint of {run_dir}: step {self.step}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+def step_of(prefix: str) -> int:
+    """The step in a checkpoint prefix's name: ".../ckpt-600" -> 600."""
+    return int(prefix.rsplit("-", 1)[1])
+
+
+def best_value(prefix: str) -> float | None:
+    """The validation bits/char a best checkpoint records, None if it records none."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        return float(reader.get_tensor(f"{BEST_VALUE_KEY}/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.OpError, ValueError, KeyError):
+        return None
+
+
+def choose_checkpoint(
+    run_dir: Path, which: str = "best", warn: Callable[[str], object] | None = None
+) -> ChosenCheckpoint:
+    """The checkpoint to load: the run's best (`RUN/best/`) or its last intact one.
+
+    A best checkpoint that is missing (a run without validation tunes, or from an older musicgen)
+    or damaged gives the last one, the damage said in a one-line warning.
+
+    Raises:
+        CheckpointError: `which` is neither "best" nor "last", or there is no intact checkpoint.
+    """
+    if which not in CHECKPOINT_CHOICES:
+        raise CheckpointError(f"unknown checkpoint {which!r}; use one of {CHECKPOINT_CHOICES}")
+    warn = warn or _print_to_stderr
+    paths = RunPaths(Path(run_dir))
+    latest = latest_checkpoint(paths.root)
+    note = ""
+    if which == "best":
+        note = "the run has no best checkpoint: no validation tunes, or an older musicgen"
+        for prefix in _candidates_in(paths.best)[:1]:
+            try:
+                verify_checkpoint(prefix)
+            except CheckpointError as exc:
+                warn(f"warning: {exc}; using the last checkpoint instead")
+                note = "the best one is damaged"
+                break
+            last_step = None if latest is None else step_of(latest)
+            return ChosenCheckpoint(prefix, step_of(prefix), "best", best_value(prefix), last_step)
+    prefix = usable_checkpoint(paths.root, warn)
+    if prefix is None:
+        raise CheckpointError(
+            f"{paths.checkpoints}: no checkpoint; train the model first (or wait for its first "
+            "checkpoint)"
+        )
+    return ChosenCheckpoint(prefix, step_of(prefix), "last", None, step_of(prefix), note)
+
+
+def load_for_inference(
+    run_dir: Path,
+    warn: Callable[[str], object] | None = None,
+    *,
+    checkpoint: str = "last",
+    loaded: Callable[[str], object] | None = None,
+):
+    """Rebuilds the model of a run from `config.json` and restores its weights.
 
     Reads only JSON and TensorFlow checkpoint files; never runs code from the directory. A damaged
     latest checkpoint is skipped, with a warning, for the newest intact one before it.
@@ -473,6 +545,9 @@ def load_for_inference(run_dir: Path, warn: Callable[[str], object] | None = Non
     Args:
         run_dir: a directory written by `musicgen.train.train`.
         warn: where a one-line warning about a skipped checkpoint goes; defaults to stderr.
+        checkpoint: "last" (the newest intact checkpoint) or "best" (the lowest validation
+            bits/char; see `choose_checkpoint`).
+        loaded: given, receives one line saying which step was loaded (`ChosenCheckpoint`).
 
     Returns:
         (model, vocab, config): a float32 Keras model ready for `model(ids)` or `model.step`.
@@ -481,15 +556,21 @@ def load_for_inference(run_dir: Path, warn: Callable[[str], object] | None = Non
         CheckpointError: a file is missing or bad, there is no intact checkpoint, or the weights do
             not fit the model that config.json and vocab.json describe.
     """
-    paths = RunPaths(Path(run_dir))
-    config, vocab = load_run(paths.root)
-    checkpoint_path = usable_checkpoint(paths.root, warn)
-    if checkpoint_path is None:
-        raise CheckpointError(
-            f"{paths.checkpoints}: no checkpoint; train the model first (or wait for its first "
-            "checkpoint)"
-        )
+    config, vocab = load_run(Path(run_dir))
+    chosen = choose_checkpoint(run_dir, checkpoint, warn)
+    model = restore_model(config, chosen)
+    if loaded is not None:
+        loaded(chosen.describe(run_dir))
+    return model, vocab, config
+
+
+def restore_model(config: RunConfig, chosen: ChosenCheckpoint):
+    """The float32 model `config` describes, with the weights of the checkpoint `chosen`.
+
+    Raises:
+        CheckpointError: the weights do not fit the model.
+    """
     # float32 whatever policy the run trained under: its variables were float32 in any case.
     model = build_model_for(config, policy="float32")
-    restore_weights(model, checkpoint_path, paths.checkpoints)
-    return model, vocab, config
+    restore_weights(model, chosen.prefix, Path(chosen.prefix).parent)
+    return model

@@ -26,6 +26,7 @@ from musicgen.config import (
     MAX_TRAIN_SEED,
     MAX_TUNE_LENGTH,
     MAX_TUNES_PER_CALL,
+    MAX_VALID_SAMPLE,
     MAX_WIDTH,
     MAX_WINDOW,
     TRANSFORMER_LAYERS,
@@ -140,6 +141,20 @@ class _Group(click.Group):
         if not standalone_mode:
             return result
         sys.exit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
+
+
+def run() -> None:
+    """The `musicgen` program: `main`, and after an interrupt an exit without the interpreter's
+    teardown, which takes over a second once TensorFlow is loaded (the line is already out, the
+    partial files already removed)."""
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.code)
+        raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -341,6 +356,20 @@ def _pick(value, default):
     "$MUSICGEN_CACHE_DIR (default ~/.cache/musicgen/corpus) from an earlier run.",
 )
 @click.option(
+    "--patience",
+    type=click.IntRange(0, MAX_STEPS),
+    default=None,
+    help="Stop when this many validations in a row have not beaten the best one (0: never).  "
+    f"[default: {TrainConfig.patience}]",
+)
+@click.option(
+    "--valid-sample",
+    type=click.IntRange(0, MAX_VALID_SAMPLE),
+    default=None,
+    help="Tunes sampled at each validation to record the share that pass every check (0: "
+    f"none).  [default: {TrainConfig.valid_sample}]",
+)
+@click.option(
     "--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint."
 )
 @user_errors
@@ -378,6 +407,13 @@ def train(data_paths, run_dir, resume, strategy, no_cache, **options):
         corpus_summary=summary,
         strategy=strategy,
     )
+    if result.best_checkpoint is not None:
+        click.echo(
+            f"best validation: {result.best_val_bits_per_char:.3f} bits/char at step "
+            f"{result.best_step}, kept in {Path(result.best_checkpoint).parent}/ (generate and "
+            "evaluate load it)",
+            err=True,
+        )
     click.echo(f"run directory: {run_dir}", err=True)
     click.echo(f"next: musicgen generate --run-dir {run_dir} --num 4 --out {DEFAULT_OUT}", err=True)
     return result
@@ -406,7 +442,7 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict) -> Run
     data = _window_and_augment_options(data, options, resume, Path(run_dir) / "config.json")
     train_fields = (
         "steps", "batch_size", "learning_rate", "eval_every", "checkpoint_every",
-        "random_seed", "mixed_precision", "xla",
+        "random_seed", "mixed_precision", "xla", "patience", "valid_sample",
     )  # fmt: skip
     updates = {name: options[name] for name in train_fields if options[name] is not None}
     train_cfg = dataclasses.replace(train_cfg, **updates)
@@ -458,6 +494,18 @@ _run_dir_option = click.option(
     default=None,
     help="A trained run. Default: the newest run under checkpoints/.",
 )
+_checkpoint_option = click.option(
+    "--checkpoint",
+    "which_checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="The run's best checkpoint (lowest validation bits/char) or its last one.",
+)
+
+
+def _say(message: str) -> None:
+    click.echo(f"musicgen: {message}", err=True)
 
 
 # The sampling settings, shared by `generate` and `evaluate`; applied last-first so --help lists
@@ -555,9 +603,10 @@ def _sampling_options(command):
     help="Transformer runs: write heat maps of the first tune's attention, one PNG per layer and "
     "head, into this folder.",
 )
+@_checkpoint_option
 @user_errors
 def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, force, no_score,
-             key, meter, tune_type, title, **options):  # fmt: skip
+             key, meter, tune_type, title, which_checkpoint, **options):  # fmt: skip
     """Write new tunes with a trained model, as ABC, MIDI, WAV and sheet music (SVG).
 
     --key, --meter, --type and --title build the header the tunes start with; each value must be
@@ -582,9 +631,11 @@ def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, fo
     from musicgen.checkpoint import load_for_inference
     from musicgen.generate import Generator
 
-    # A damaged latest checkpoint: one warning line, then the previous one is used.
+    # A damaged checkpoint: one warning line, then the previous one is used. Which step was
+    # loaded is said once the tunes are written, so an error stays the one line on stderr.
+    loaded: list[str] = []
     model, vocab, _ = load_for_inference(
-        run_dir, warn=lambda message: click.echo(f"musicgen: {message}", err=True)
+        run_dir, warn=_say, checkpoint=which_checkpoint, loaded=loaded.append
     )
     if attention_dir is not None:
         from musicgen.attention import require_attention
@@ -598,6 +649,8 @@ def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, fo
     )
     if attention_dir is not None:
         _write_attention(model, vocab, records[0], attention_dir)
+    for line in loaded:
+        _say(line)
 
 
 def _write_attention(model, vocab, record, attention_dir: Path) -> None:
@@ -766,8 +819,9 @@ def ingest(paths, out, force, grid):
 )
 @_sampling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@_checkpoint_option
 @user_errors
-def evaluate(run_dir, data_paths, out, as_json, **options):
+def evaluate(run_dir, data_paths, out, as_json, which_checkpoint, **options):
     """Measure a trained model: likelihood, validity, musical statistics, novelty."""
     import json
 
@@ -782,16 +836,61 @@ def evaluate(run_dir, data_paths, out, as_json, **options):
     from musicgen.files import atomic_write_text
     from musicgen.report import summary_lines, validity_table, write_report
 
-    result = evaluate_run(run_dir, sample, data_paths)
+    loaded: list[str] = []  # said at the end, so an error stays the one line on stderr
+    result = evaluate_run(
+        run_dir, sample, data_paths, checkpoint=which_checkpoint, loaded=loaded.append
+    )
     page = write_report(result, out, Path(run_dir) / "metrics.jsonl")
     result["report"] = str(page)
     atomic_write_text(out / "evaluation.json", json.dumps(result, indent=1) + "\n")
+    _record_on_card(run_dir, result, out / "evaluation.json")
+    for line in loaded:
+        _say(line)
     if as_json:
         click.echo(json.dumps(result, indent=1))
         return
     for line in [*summary_lines(result), "", *validity_table(result), ""]:
         click.echo(line)
     click.echo(f"report: {page}; JSON: {out / 'evaluation.json'}")
+
+
+def _record_on_card(run_dir: Path, result: dict, source: Path) -> None:
+    """Puts the evaluation's figures on the run's card.json; a run folder that cannot be written
+    (read-only, someone else's) is said in one line, the evaluation itself is kept."""
+    from musicgen.card import record_evaluation
+
+    try:
+        record_evaluation(run_dir, result, source)
+    except (OSError, MusicgenError) as exc:
+        _say(f"warning: could not update {Path(run_dir) / 'card.json'}: {exc}")
+
+
+@main.command()
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--evaluation",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="An evaluate result (evaluation.json) to show. Default: the one the run's card.json "
+    "records, else out/evaluate-RUN/evaluation.json.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the card as JSON.")
+@user_errors
+def info(run_dir, evaluation, as_json):
+    """Say what a model is: family, size, data, training, validation and evaluate figures.
+
+    RUN_DIR defaults to the newest run under checkpoints/.
+    """
+    import json
+
+    from musicgen.card import build_card, format_card
+
+    card = build_card(run_dir or _latest_run(DEFAULT_CHECKPOINTS), evaluation)
+    if as_json:
+        click.echo(json.dumps(card, indent=1))
+        return
+    for line in format_card(card):
+        click.echo(line)
 
 
 @main.command()

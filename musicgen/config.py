@@ -27,6 +27,7 @@ MAX_WINDOW = 8192  # characters per training window, Transformer context
 MAX_BATCH = 65_536
 MAX_STEPS = 10**9
 MAX_TUNES_PER_CALL = 4096  # tunes sampled as one batch
+MAX_VALID_SAMPLE = 1024  # tunes sampled at each validation while training
 MAX_TUNE_LENGTH = 20_000  # characters; the corpus's longest tunes have a few thousand
 MAX_TEMPERATURE = 100.0
 MAX_TRAIN_SEED = 2**32 - 1  # what Keras' set_random_seed takes
@@ -175,6 +176,10 @@ class TrainConfig:
     random_seed: int = 1234
     mixed_precision: bool = False
     xla: bool = False  # compile the train step with XLA (jit_compile)
+    # Stop after this many validations in a row without a new best (`musicgen.best`); 0: never.
+    patience: int = 0
+    # Tunes sampled and checked at each validation (`musicgen.validity`); 0: none.
+    valid_sample: int = 16
 
     def __post_init__(self):
         for name in ("steps", "eval_every", "checkpoint_every"):
@@ -189,6 +194,8 @@ class TrainConfig:
         _check_number(self, "random_seed", int, 0, MAX_TRAIN_SEED)
         _check_flag(self, "mixed_precision")
         _check_flag(self, "xla")
+        _check_number(self, "patience", int, 0, MAX_STEPS)
+        _check_number(self, "valid_sample", int, 0, MAX_VALID_SAMPLE)
 
 
 @dataclass(frozen=True)

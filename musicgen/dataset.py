@@ -1,7 +1,9 @@
 """Tunes -> one stream of ids -> tf.data windows of (inputs, targets).
 
 The stream is BOS tune EOS BOS tune EOS ...; a window may span the end of one tune and the start of
-the next, which teaches the model where tunes stop and start.
+the next, which teaches the model where tunes stop and start. With `DataConfig.whole_tunes`,
+`make_tune_dataset` instead cuts training windows that start at a tune's BOS and hold it whole,
+padded with PAD, in batches of tunes of similar length.
 """
 
 from __future__ import annotations

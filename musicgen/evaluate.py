@@ -326,7 +326,12 @@ def _form_record(tune_form: form.TuneForm) -> dict:
 
 
 def evaluate_run(
-    run_dir: Path, sample: SampleConfig, data_paths: Sequence[str | Path] = ()
+    run_dir: Path,
+    sample: SampleConfig,
+    data_paths: Sequence[str | Path] = (),
+    *,
+    checkpoint: str = "best",
+    loaded=None,
 ) -> dict:
     """Evaluates a trained run: likelihood, validity, statistics, form, novelty.
 
@@ -334,6 +339,9 @@ def evaluate_run(
         run_dir: a run directory written by `musicgen train`.
         sample: how many tunes to generate and how.
         data_paths: tunes to score instead of the run's validation tunes.
+        checkpoint: "best" (the run's lowest validation bits/char) or "last"
+            (`checkpoint.choose_checkpoint`).
+        loaded: given, a callable that receives one line saying which step was loaded.
 
     Returns:
         The JSON-ready result (see README, `musicgen evaluate`).
@@ -342,9 +350,13 @@ def evaluate_run(
         CheckpointError: the run cannot be loaded.
         CorpusError: its corpus or `data_paths` cannot be read.
     """
-    from musicgen.checkpoint import latest_checkpoint, load_for_inference
+    from musicgen.checkpoint import choose_checkpoint, load_run, restore_model
 
-    model, vocab, config = load_for_inference(run_dir)
+    config, vocab = load_run(run_dir)
+    chosen = choose_checkpoint(run_dir, checkpoint)
+    model = restore_model(config, chosen)
+    if loaded is not None:
+        loaded(chosen.describe(run_dir))
     inputs = run_inputs(config, data_paths)
     started = time.perf_counter()
     likelihood = score_tunes(model, vocab, inputs.scored_texts)
@@ -352,7 +364,9 @@ def evaluate_run(
     generated, generating_seconds = generate_tunes(model, vocab, sample)
     result = {
         "run_dir": str(run_dir),
-        "checkpoint": latest_checkpoint(run_dir),
+        "checkpoint": chosen.prefix,
+        "checkpoint_kind": chosen.which,
+        "step": chosen.step,
         "model": {k: v for k, v in dataclasses.asdict(config.model).items()},
         "scored": inputs.scored_source,
         "sampling": dataclasses.asdict(sample),

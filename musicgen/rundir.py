@@ -5,12 +5,13 @@ A folder is musicgen's to train into when it does not exist yet, is empty, or ho
 refused, so a typo in `--run-dir` never replaces or deletes a user's files. While `train` runs it
 holds an exclusive `flock` on `RUN/.musicgen.lock`: the kernel releases it when the process ends,
 however it ends, so a second `train` into the same folder is refused with the first one's process
-id, and a killed run never leaves a stale lock. No TensorFlow here: the CLI checks the folder before
-it reads the corpus.
+id, and a killed run never leaves a stale lock. `RunPaths` names the files of a run directory. No
+TensorFlow here: the CLI checks the folder before it reads the corpus.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,50 @@ from musicgen.errors import CheckpointError
 
 LOCK_NAME = ".musicgen.lock"
 _CONFIG_KEYS = {"version", "data", "model", "train"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """The files of one run directory (see `musicgen.checkpoint` for what each holds)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def vocab(self) -> Path:
+        return self.root / "vocab.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "ckpt"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "best"
+
+    @property
+    def card(self) -> Path:
+        return self.root / "card.json"
+
+    @property
+    def corpus(self) -> Path:
+        return self.root / "corpus.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "loss.png"
+
 
 try:
     import fcntl

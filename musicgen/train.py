@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from musicgen.augment import AugmentReport, augment_tunes
+from musicgen.best import BestCheckpoint, BestTracker
+from musicgen.card import read_metrics
 from musicgen.checkpoint import (
     RunPaths,
     SplitRecord,
@@ -61,6 +63,7 @@ from musicgen.errors import (
 from musicgen.files import atomic_write_bytes, atomic_write_text
 from musicgen.rundir import RunLock, check_run_dir
 from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
+from musicgen.validity import ValiditySampler, draw_validity
 from musicgen.vocab import PAD, Vocabulary
 
 tf = import_tensorflow()
@@ -102,6 +105,10 @@ class TrainResult:
     metrics_path: Path
     plot_path: Path | None
     tensorboard_dir: Path
+    best_step: int | None = None  # the step of the best validation, kept in RUN/best/
+    best_val_bits_per_char: float | None = None
+    best_checkpoint: str | None = None
+    stopped: str | None = None  # why the run stopped before its target step (--patience)
 
 
 def train(
@@ -156,7 +163,13 @@ def train(
         config, model=dataclasses.replace(config.model, vocab_size=len(vocab))
     )
     check_memory(config)
-    streams = _Streams.of(corpus, vocab, config.data)
+    streams = _Streams.of(
+        corpus,
+        vocab,
+        config.data.seq_length,
+        whole_tunes=config.data.whole_tunes,
+        length_buckets=config.data.length_buckets,
+    )
     with contextlib.ExitStack() as lock:
         if distribution.is_chief:
             check_run_dir(paths.root, resume=resume)
@@ -189,6 +202,13 @@ def _train_in(config, corpus, streams, paths, distribution, resume, log, progres
                 "to do (raise --steps to train further)"
             )
             return session.result(start, steps_run=0)
+        if session.best.exhausted:
+            log(
+                f"{paths.root} was stopped at step {start} by --patience "
+                f"{config.train.patience}; nothing to do (raise --patience, or --patience 0, to "
+                "train further)"
+            )
+            return session.result(start, steps_run=0)
         if distribution.is_chief:
             write_corpus_record(
                 paths.root, *_split_records(corpus), corpus_summary, _training_headers(corpus)
@@ -217,6 +237,11 @@ def _check_window_fits(config: RunConfig) -> None:
 
 def _check_distribution(config: RunConfig, distribution: Distribution) -> None:
     distribution.check_batch(config.train.batch_size)
+    if config.train.patience and distribution.workers > 1:
+        raise MusicgenError(
+            "--patience is decided by the chief's validation alone, which the other workers of "
+            "--strategy multiworker do not see; leave out --patience"
+        )
     if config.train.xla and distribution.distributed:
         raise MusicgenError(
             f"--xla compiles a one-device step; it cannot be used with --strategy "
@@ -328,14 +353,15 @@ class _Streams:
     length_buckets: int = 1
 
     @classmethod
-    def of(cls, corpus: _TuneSplit | EncodedCorpus, vocab: Vocabulary, data: DataConfig):
-        windows = {"whole_tunes": data.whole_tunes, "length_buckets": data.length_buckets}
+    def of(cls, corpus: _TuneSplit | EncodedCorpus, vocab: Vocabulary, seq_length: int,
+           **windows) -> _Streams:  # fmt: skip
+        """The streams of `corpus`; `windows`: whole_tunes and length_buckets."""
         if not isinstance(corpus, EncodedCorpus):
-            return cls.encode(corpus.train, corpus.validation, vocab, data.seq_length, **windows)
+            return cls.encode(corpus.train, corpus.validation, vocab, seq_length, **windows)
         train_ids, validation_ids = corpus.ids_in(vocab)
-        require_windows(len(train_ids), data.seq_length)
+        require_windows(len(train_ids), seq_length)
         starts = np.asarray(corpus.train_starts)
-        return cls(train_ids, validation_ids, data.seq_length, starts, **windows)
+        return cls(train_ids, validation_ids, seq_length, starts, **windows)
 
     @classmethod
     def encode(cls, train_tunes, validation_tunes, vocab, seq_length, **windows) -> _Streams:
@@ -582,6 +608,14 @@ class _Session:
         self.chars_per_step = config.train.batch_size * config.data.seq_length
         self.last: dict = {}  # latest loss, bits per character and validation figures
         self.timing = _Timing(self.chars_per_step)
+        # The best validation so far and --patience; only the chief validates, keeps RUN/best/
+        # and samples tunes to check (`validity`, set up in `run`).
+        self.best = BestTracker(config.train.patience)
+        self.best_checkpoint = None
+        if distribution.is_chief:
+            self.best_checkpoint = BestCheckpoint(self.paths, self.model)
+        self.validity: ValiditySampler | None = None
+        self.stopped: str | None = None
 
     def restore(self, resume: bool) -> int:
         """Loads the newest intact checkpoint when resuming; returns the step to start from."""
@@ -599,6 +633,7 @@ class _Session:
             raise _checkpoint_error(latest, exc) from None
         start = int(self.step.numpy())
         self.last = self.metrics.start(after_step=start)
+        self.best.replay(read_metrics(self.paths.metrics))  # the decisions already taken
         self.log(f"resumed {self.source.root} at step {start} of {self.config.train.steps}")
         return start
 
@@ -636,6 +671,11 @@ class _Session:
         evaluate = None
         if validation and self.distribution.is_chief:
             evaluate = lambda: self._evaluate(eval_fn, validation)  # noqa: E731
+            if train_config.valid_sample:
+                vocab = Vocabulary.load(self.paths.vocab)
+                self.validity = ValiditySampler(
+                    self.model, vocab, train_config.valid_sample, train_config.random_seed
+                )
         self.metrics.open_writers()
         try:
             with _StopSignals() as stop:
@@ -650,6 +690,7 @@ class _Session:
             self.progress.close()
             self.metrics.close()
         self._write_plot()
+        self._write_card()
         return self.result(int(self.step.numpy()), steps_run=int(self.step.numpy()) - start)
 
     def _loop(self, step_fn, batches, evaluate, start: int, stop: _StopSignals) -> None:
@@ -672,7 +713,7 @@ class _Session:
                 if step % METRICS_EVERY == 0 or validation is not None or last:
                     self._record(step, losses, validation)
                     losses = []
-                if step % train_config.checkpoint_every == 0 or last:
+                if step % train_config.checkpoint_every == 0 or last or self.stopped:
                     _check_losses(step, losses, self.manager.latest_checkpoint)
                     self._save(step)
             self.progress.update(
@@ -681,6 +722,10 @@ class _Session:
             if stop.signum is not None:
                 _check_losses(step, losses, self.manager.latest_checkpoint)
                 raise TrainingInterrupted(stop.signum)
+            if self.stopped:
+                self.progress.close()
+                self.log(f"stopped at step {step} of {train_config.steps}: {self.stopped}")
+                break
         self.timing.stop()
 
     def _save(self, step: int) -> str:
@@ -734,12 +779,46 @@ class _Session:
                 entry["chars_per_sec"] = rate
         if validation is not None:
             entry["val_bits_per_char"] = validation
+            entry.update(self._judge(step, validation))
             if step > 0:
-                self.progress.note(f"step {step}: validation {validation:.3f} bits/char")
+                self.progress.note(_validation_line(entry))
         entry["lr"] = float(self.optimizer.learning_rate)
         entry["elapsed"] = self.metrics.elapsed_before + time.monotonic() - self.started
         self.last.update(entry)
         self.metrics.write(entry)
+
+    def _judge(self, step: int, validation: float) -> dict:
+        """The tunes sampled at a validation, the best checkpoint and --patience: the fields they
+        add to the step's metrics.jsonl record.
+
+        Raises:
+            CheckpointError: a new best checkpoint cannot be written.
+        """
+        fields: dict = {}
+        if self.validity is not None:
+            figure = self.validity()
+            fields.update(valid_share=figure.share, valid_seconds=figure.seconds)
+        verdict = self.best.observe(step, validation)
+        # None until a finite validation figure has been seen.
+        fields["best_step"] = self.best.best_step
+        fields["best_val_bits_per_char"] = self.best.best_bits
+        if verdict.improved and self.best_checkpoint is not None:
+            self.best_checkpoint.save(step, validation)
+        if verdict.stop and step < self.config.train.steps:
+            self.stopped = verdict.stop_reason(self.best.patience)
+            fields.update(stopped="patience", stop_reason=self.stopped)
+        return fields
+
+    def _write_card(self) -> None:
+        """card.json: what the model is (`musicgen.card`); a failure is said, never fatal."""
+        if not self.distribution.is_chief:
+            return
+        from musicgen.card import write_card
+
+        try:
+            write_card(self.paths.root, device=self.device)
+        except (OSError, ValueError, MusicgenError) as exc:
+            self.log(f"could not write {self.paths.card}: {exc}")
 
     def _stop_after_interrupt(self, exc: KeyboardInterrupt) -> None:
         self.progress.close()
@@ -751,6 +830,7 @@ class _Session:
             path = self._save(step)
         self.metrics.close()
         self._write_plot()
+        self._write_card()
         cause = signal.Signals(exc.signum).name if isinstance(exc, TrainingInterrupted) else ""
         self.log(
             f"interrupted{' by ' + cause if cause else ''} at step {step}; saved {path}; "
@@ -779,7 +859,21 @@ class _Session:
             metrics_path=self.paths.metrics,
             plot_path=self.paths.plot if self.paths.plot.exists() else None,
             tensorboard_dir=self.paths.tensorboard,
+            best_step=self.best.best_step,
+            best_val_bits_per_char=self.best.best_bits,
+            best_checkpoint=self.best_checkpoint and self.best_checkpoint.manager.latest_checkpoint,
+            stopped=self.stopped,
         )
+
+
+def _validation_line(entry: dict) -> str:
+    """The line a validation leaves above the progress bar."""
+    line = f"step {entry['step']}: validation {entry['val_bits_per_char']:.3f} bits/char"
+    if "valid_share" in entry:
+        line += f", {entry['valid_share']:.0%} of sampled tunes valid"
+    if entry.get("best_step") == entry["step"]:
+        line += " (best so far)"
+    return line
 
 
 def _checkpoint_error(path: str, exc: BaseException) -> CheckpointError:
@@ -1002,28 +1096,12 @@ _TENSORBOARD_TAGS = {
     "val_bits_per_char": "validation/bits_per_char",
     "chars_per_sec": "speed/chars_per_sec",
     "lr": "train/learning_rate",
+    "valid_share": "validation/valid_share",
 }
 # Marks a summary as a scalar for TensorBoard's "scalars" dashboard.
 _SCALAR_METADATA = SummaryMetadata(
     plugin_data=SummaryMetadata.PluginData(plugin_name="scalars")
 ).SerializeToString()
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The entries of a metrics.jsonl file, skipping a torn last line; [] if there is no file."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    entries = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
 
 
 def write_loss_plot(metrics_path: Path, plot_path: Path) -> None:
@@ -1042,7 +1120,8 @@ def write_loss_plot(metrics_path: Path, plot_path: Path) -> None:
     axes.set_ylabel("bits per character")
     axes.grid(alpha=0.3)
     if entries:
-        axes.legend()
+        axes.legend(loc="upper center")
+    draw_validity(axes, entries)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

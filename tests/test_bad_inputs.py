@@ -223,6 +223,7 @@ def test_a_run_directory_missing_a_file_is_one_clear_line(broken_run, name):
 
 def test_a_run_directory_without_checkpoints_is_one_clear_line(broken_run):
     shutil.rmtree(broken_run / "ckpt")
+    shutil.rmtree(broken_run / "best")  # the best checkpoint alone would do for generate
     one_line_error(generate(broken_run), "ckpt", "no checkpoint; train the model first")
 
 

@@ -20,7 +20,7 @@ def test_import_and_help_do_not_load_tensorflow():
 
 def test_every_command_has_help():
     runner = CliRunner()
-    expected = {"train", "generate", "render", "play", "ingest", "evaluate", "serve"}
+    expected = {"train", "generate", "render", "play", "ingest", "evaluate", "info", "serve"}
     assert set(main.commands) == expected
     for command in main.commands:
         result = runner.invoke(main, [command, "--help"])

@@ -330,6 +330,7 @@ def test_generate_warns_in_one_line_and_uses_the_previous_checkpoint(reference, 
     flip_a_byte(data_file(str(run_dir / "ckpt" / "ckpt-80")))
     out = tmp_path / "out"
     args = ["generate", "--run-dir", str(run_dir), "--num", "1", "--max-length", "80"]
+    args += ["--checkpoint", "last"]  # the default, best/, is intact
     result = CliRunner().invoke(main, [*args, "--no-audio", "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "warning" in line]
@@ -343,7 +344,8 @@ def test_every_checkpoint_damaged_is_one_clear_error(reference, tmp_path):
         truncate(data_file(prefix))
     with pytest.raises(CheckpointError, match="no intact checkpoint.*3 tried"):
         usable_checkpoint(run_dir)
-    result = CliRunner().invoke(main, ["generate", "--run-dir", str(run_dir), "--no-audio"])
+    args = ["generate", "--run-dir", str(run_dir), "--no-audio", "--checkpoint", "last"]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "no intact checkpoint" in result.stderr
 

@@ -47,7 +47,8 @@ def load_choice(choice: ModelChoice, warn=print) -> LoadedModel:
     from musicgen.controls import known_headers
     from musicgen.generate import Generator
 
-    model, vocab, config = load_for_inference(choice.run_dir, warn=warn)
+    # The run's best checkpoint, as `musicgen generate` loads it.
+    model, vocab, config = load_for_inference(choice.run_dir, warn=warn, checkpoint="best")
     generator = Generator(model, vocab)
     train_texts, index = _training_index(config, warn)
     warm_seed = "X:1\n" if not vocab.unknown_characters("X:1\n") else ""
