@@ -26,7 +26,7 @@ from musicgen.cli import main  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig  # noqa: E402
 from musicgen.errors import MusicgenError  # noqa: E402
 from musicgen.generate import Generator  # noqa: E402
-from musicgen.models import build_model  # noqa: E402
+from musicgen.models import build_model, transformer  # noqa: E402
 from musicgen.train import read_metrics, train  # noqa: E402
 from musicgen.vocab import BOS, Vocabulary  # noqa: E402
 
@@ -106,6 +106,17 @@ def test_sliding_window_steps_equal_sequence_scoring():
     )
 
 
+def test_a_cache_in_chunks_steps_like_the_full_pass(monkeypatch):
+    # The default context is cached in 4 chunks, one XLA program each; the tiny one in 3 here.
+    monkeypatch.setattr(transformer, "CACHE_CHUNK", 4)
+    model = tiny_model()
+    assert model.chunks == 3
+    ids = random_ids(2, 2 * TINY.context + 5, seed=2)
+    np.testing.assert_allclose(
+        stepwise_logits(model, ids), model.sequence_logits(ids).numpy(), atol=1e-4
+    )
+
+
 def test_sequence_logits_within_the_context_is_the_plain_call():
     model = tiny_model()
     ids = random_ids(2, 10)
@@ -113,7 +124,8 @@ def test_sequence_logits_within_the_context_is_the_plain_call():
 
 
 def test_width_must_split_into_heads():
-    with pytest.raises(ValueError, match="divisible"):
+    # ModelConfig refuses it first (a ConfigError naming the field); the model checks again.
+    with pytest.raises(MusicgenError, match="multiple of heads"):
         build_model(dataclasses.replace(TINY, d_model=18, heads=4))
 
 
@@ -129,15 +141,16 @@ def test_generation_beyond_the_context_follows_the_scored_argmax(vocab_and_model
     # top_k=1 takes the likeliest character each step inside the compiled loop, sliding the window
     # twice; scoring the result afresh must find each character was the argmax at its position.
     vocab, model = vocab_and_model
-    config = SampleConfig(num=2, top_k=1, top_p=1.0, max_length=90, temperature=1.0)
-    texts = Generator(model, vocab).generate("X:1\n", config)
+    seed = "X:1\nT:A\n"  # with a title: a seed without one gets a model-written title first
+    config = SampleConfig(num=2, top_k=1, top_p=1.0, max_length=96, temperature=1.0)
+    texts = Generator(model, vocab).generate(seed, config)
     for text in texts:
         ids = [BOS, *vocab.encode(text)]
         logits = model.sequence_logits(tf.constant([ids], tf.int32)).numpy()[0]
         forbidden = [0, 1, 3]  # PAD, BOS, UNK are never sampled
         logits[:, forbidden] = -np.inf
         predicted = logits.argmax(axis=-1)
-        generated = slice(len("X:1\n"), len(ids) - 1)
+        generated = slice(len(seed), len(ids) - 1)
         np.testing.assert_array_equal(predicted[generated], ids[generated.start + 1 :])
         assert len(ids) - 1 > 64  # the window slid at least once
 

@@ -12,15 +12,21 @@
 M is the causal mask: 0 where a character may look (itself and earlier ones), -inf elsewhere.
 
 Generation keeps a key/value cache: every layer's K and V for the characters read so far, in
-tensors preallocated for `context` positions. Each step writes one column of the cache at the
-step's position and attends over the cache, so a new character costs the same whatever came before
-it. When the cache is full the model slides its window: it re-reads the last `context // 2`
-characters from position 0, as training windows start anywhere in a tune at position 0, and
-carries on from there.
+tensors preallocated for `context` positions and split into chunks of CACHE_CHUNK columns. Each
+step writes one column at the step's position and attends over the cache, so a new character
+costs the same whatever came before it. When the cache is full the model slides its window: it
+re-reads the last `context // 2` characters from position 0, as training windows start anywhere
+in a tune at position 0, and carries on from there.
+
+Why chunks and XLA: outside XLA, TensorFlow runs a step as some 200 small kernels (most of the
+time at one tune) and writes a column by copying the whole cache (most of the time at 32 tunes:
+50 MB a step at the default sizes). One XLA program per chunk fuses the step into a few kernels
+and copies only the chunk it writes; the other chunks pass through untouched.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
@@ -30,6 +36,8 @@ from keras import layers
 from musicgen.config import ModelConfig
 
 _MASKED = -1e9  # added to the scores of positions a character may not attend to
+CACHE_CHUNK = 64  # cache columns per chunk (when the context is a multiple of it)
+XLA_STEP = True  # compile each chunk's step with XLA (jit_compile)
 
 
 def positional_encoding(positions, d_model: int, dtype):
@@ -100,35 +108,44 @@ class CausalSelfAttention(layers.Layer):
         attended = tf.matmul(self.attention_dropout(weights, training=training), v)
         return self.output_projection(self._merge_heads(attended)), k, v, weights
 
-    def step(self, x, cache_k, cache_v, position):
-        """Attention for one new character at `position`, reading and extending the cache.
+    def step(self, x, past, current, offset):
+        """Attention for one new character, reading the cache and writing one column of it.
 
         Args:
             x: (batch, d_model), already layer-normalised.
-            cache_k, cache_v: (batch, heads, context, d_k); positions before `position` filled.
-            position: int32 scalar, where this character's key and value go.
+            past: (K, V) pairs of the chunks before the current one, all columns filled; each
+                (batch, heads, chunk, d_k).
+            current: (K, V) of the chunk this character's key and value go into; columns before
+                `offset` filled.
+            offset: int32 scalar, this character's column in `current`.
 
         Returns:
-            (output (batch, d_model), cache_k, cache_v with column `position` written).
+            (output (batch, d_model), `current` with column `offset` written).
         """
         q, k, v = (self._split_heads(f(x[:, None, :])) for f in (self.query, self.key, self.value))
-        # Writes only column `position` (a masked select over the whole cache costs ten times
-        # as much at batch 32): indices (batch, heads, 3) of [row, head, position].
-        rows, heads = tf.meshgrid(tf.range(tf.shape(x)[0]), tf.range(self.heads), indexing="ij")
-        column = tf.stack([rows, heads, tf.fill(tf.shape(rows), position)], axis=-1)
-        cache_k = tf.tensor_scatter_nd_update(cache_k, column, k[:, :, 0, :])
-        cache_v = tf.tensor_scatter_nd_update(cache_v, column, v[:, :, 0, :])
-        context = tf.shape(cache_k)[2]
-        scores = tf.matmul(q, cache_k, transpose_b=True) / math.sqrt(self.key_dim)  # (b,h,1,ctx)
-        weights = _masked_softmax(scores, tf.range(context)[None, :] <= position)
-        attended = tf.matmul(weights, cache_v)  # (batch, heads, 1, d_k)
-        return self.output_projection(self._merge_heads(attended))[:, 0, :], cache_k, cache_v
+        current_k, current_v = current
+        columns = tf.range(tf.shape(current_k)[2])
+        # A select, not a scatter: XLA fuses it into one pass over the chunk.
+        written = tf.equal(columns, offset)[None, None, :, None]
+        current_k = tf.where(written, k, current_k)
+        current_v = tf.where(written, v, current_v)
+        keys = [past_k for past_k, _ in past] + [current_k]
+        values = [past_v for _, past_v in past] + [current_v]
+        scale = 1.0 / math.sqrt(self.key_dim)
+        scores = [tf.matmul(q, chunk_k, transpose_b=True) * scale for chunk_k in keys]
+        scores[-1] = tf.where(columns <= offset, scores[-1], _MASKED)  # (b, h, 1, chunk) each
+        weights = tf.split(_masked_softmax(tf.concat(scores, axis=-1)), len(keys), axis=-1)
+        attended = tf.add_n([tf.matmul(w, chunk_v) for w, chunk_v in zip(weights, values)])
+        output = self.output_projection(self._merge_heads(attended))[:, 0, :]  # (batch, d_model)
+        return output, (current_k, current_v)
 
 
-def _masked_softmax(scores, may_attend):
-    """softmax(scores + M) in float32, M = 0 where `may_attend` else -inf (in effect)."""
+def _masked_softmax(scores, may_attend=None):
+    """softmax(scores + M) in float32, M = 0 where `may_attend` (None: everywhere) else -inf."""
     dtype = scores.dtype
-    scores = tf.where(may_attend, tf.cast(scores, tf.float32), _MASKED)
+    scores = tf.cast(scores, tf.float32)
+    if may_attend is not None:
+        scores = tf.where(may_attend, scores, _MASKED)
     return tf.cast(tf.nn.softmax(scores, axis=-1), dtype)
 
 
@@ -165,12 +182,10 @@ class DecoderBlock(layers.Layer):
         h = x + self.dropout(attended, training=training)
         return self.feed_forward(h, training=training), k, v, weights
 
-    def step(self, x, cache_k, cache_v, position):
-        """(batch, d_model) for one character -> (same, cache_k, cache_v)."""
-        attended, cache_k, cache_v = self.attention.step(
-            self.attention_norm(x), cache_k, cache_v, position
-        )
-        return self.feed_forward(x + attended), cache_k, cache_v
+    def step(self, x, past, current, offset):
+        """(batch, d_model) for one character -> (same, current chunk); see CausalSelfAttention."""
+        attended, current = self.attention.step(self.attention_norm(x), past, current, offset)
+        return self.feed_forward(x + attended), current
 
 
 class TransformerLanguageModel(keras.Model):
@@ -179,10 +194,11 @@ class TransformerLanguageModel(keras.Model):
     Args:
         config: sizes; `config.vocab_size` must already be set, `d_model` divisible by `heads`.
 
-    The generation state is a tuple `(positions, window, caches)`:
+    The generation state is a tuple `(positions, window, chunks)`:
         positions: int32 (batch,), how many cache columns are filled (the same in every row);
         window: int32 (batch, context), the characters those columns hold, for sliding;
-        caches: per layer a pair (K, V), each (batch, heads, context, d_k).
+        chunks: the cache, `context // chunk` chunks of `chunk` columns each; a chunk holds per
+            layer a pair (K, V), each (batch, heads, chunk, d_k).
     """
 
     def __init__(self, config: ModelConfig, **kwargs):
@@ -194,6 +210,13 @@ class TransformerLanguageModel(keras.Model):
         self.config = config
         self.context = config.context
         self.slide_keep = max(1, config.context // 2)  # characters re-read when the window slides
+        self.chunk = CACHE_CHUNK if config.context % CACHE_CHUNK == 0 else config.context
+        self.chunks = config.context // self.chunk
+        # One XLA program per chunk written: a step at position p runs program p // chunk.
+        self._chunk_steps = [
+            tf.function(functools.partial(self._chunk_step, j), jit_compile=XLA_STEP)
+            for j in range(self.chunks)
+        ]
         self.embedding = layers.Embedding(config.vocab_size, config.d_model, name="embedding")
         self.embedding_dropout = layers.Dropout(config.dropout)
         self.blocks = [DecoderBlock(config, name=f"block_{i}") for i in range(config.layers)]
@@ -249,37 +272,63 @@ class TransformerLanguageModel(keras.Model):
         batch, time = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
         room = self.context - time
         padding = [[0, 0], [0, 0], [0, room], [0, 0]]  # empty columns after the window's
-        caches = tuple((tf.pad(k, padding), tf.pad(v, padding)) for k, v, _ in per_layer)
+        layers_kv = [(tf.pad(k, padding), tf.pad(v, padding)) for k, v, _ in per_layer]
         window = tf.pad(tf.cast(token_ids, tf.int32), [[0, 0], [0, room]])
-        return tf.fill([batch], time), window, caches
+        return tf.fill([batch], time), window, self._chunked(layers_kv)
+
+    def _chunked(self, layers_kv):
+        """Per layer (K, V) of (batch, heads, context, d_k) -> the state's chunks."""
+        columns = lambda j: slice(j * self.chunk, (j + 1) * self.chunk)  # noqa: E731
+        return tuple(
+            tuple((k[:, :, columns(j)], v[:, :, columns(j)]) for k, v in layers_kv)
+            for j in range(self.chunks)
+        )
 
     def initial_state(self, batch_size):
         """An empty cache: nothing read yet."""
         heads = self.config.heads
         shape = (batch_size, heads, self.context, self.config.d_model // heads)
         empty = tf.zeros(shape, self.compute_dtype)
-        caches = tuple((empty, empty) for _ in self.blocks)
         return (
             tf.zeros([batch_size], tf.int32),
             tf.zeros([batch_size, self.context], tf.int32),
-            caches,
+            self._chunked([(empty, empty) for _ in self.blocks]),
         )
 
     def step(self, token_ids, state):
         """One character per sequence: (batch,) ids -> (batch, vocab) logits and the next state."""
         positions, _, _ = state
         state = tf.cond(positions[0] >= self.context, lambda: self._slide(state), lambda: state)
-        positions, window, caches = state
+        positions, window, chunks = state
+        token_ids = tf.cast(token_ids, tf.int32)
+
+        def write_chunk(j):
+            logits, new_window, current = self._chunk_steps[j](
+                token_ids, positions, window, chunks[:j], chunks[j]
+            )
+            # The chunks after j are empty and the ones before it unchanged: passed on, not copied.
+            return logits, new_window, (*chunks[:j], current, *chunks[j + 1 :])
+
+        if self.chunks == 1:
+            logits, window, chunks = write_chunk(0)
+        else:
+            branches = [functools.partial(write_chunk, j) for j in range(self.chunks)]
+            logits, window, chunks = tf.switch_case(positions[0] // self.chunk, branches)
+        return logits, (positions + 1, window, chunks)
+
+    def _chunk_step(self, j, token_ids, positions, window, past, current):
+        """The step at a position in chunk `j` (compiled with XLA): it reads the filled chunks
+        `past` and `current` and returns the logits, the window and `current` written."""
         position = positions[0]
         column = tf.equal(tf.range(self.context), position)[None, :]
-        window = tf.where(column, tf.cast(token_ids, tf.int32)[:, None], window)
+        window = tf.where(column, token_ids[:, None], window)
         x = self._embed(token_ids, positions)  # (batch, d_model)
-        new_caches = []
-        for block, (cache_k, cache_v) in zip(self.blocks, caches):
-            x, cache_k, cache_v = block.step(x, cache_k, cache_v, position)
-            new_caches.append((cache_k, cache_v))
-        logits = self.to_logits(self.final_norm(x))
-        return logits, (positions + 1, window, tuple(new_caches))
+        new_current = []
+        for layer, block in enumerate(self.blocks):
+            past_kv = [chunk[layer] for chunk in past]
+            x, layer_kv = block.step(x, past_kv, current[layer], position - j * self.chunk)
+            new_current.append(layer_kv)
+        return self.to_logits(self.final_norm(x)), window, tuple(new_current)
 
     def _slide(self, state):
         """Re-reads the last `slide_keep` characters of a full window from position 0."""
