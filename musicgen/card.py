@@ -322,7 +322,7 @@ def _training_text(training: dict | None) -> str:
         return "not recorded (no metrics.jsonl)"
     text = (
         f"{training['steps']:,} steps of {training['target_steps']:,} in "
-        f"{_duration(training['seconds'])} on the machine that trained it"
+        f"{duration(training['seconds'])} on the machine that trained it"
     )
     if training.get("chars_per_sec"):
         text += f" ({training['chars_per_sec']:,.0f} characters/s)"
@@ -365,7 +365,8 @@ def _percent(share: float | None) -> str:
     return "n/a" if share is None else f"{100 * share:.1f}%"
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `1h07m`: how the progress line and the card write a length of time."""
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)

@@ -26,6 +26,7 @@ import numpy as np
 
 from musicgen.augment import AugmentReport, augment_tunes
 from musicgen.best import BestCheckpoint, BestTracker
+from musicgen.card import duration as _duration
 from musicgen.card import read_metrics
 from musicgen.checkpoint import (
     RunPaths,
@@ -1194,12 +1195,3 @@ class _Progress:
         if seconds_left is not None:
             parts.append(f"{_duration(seconds_left)} left")
         return " | ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
