@@ -15,12 +15,14 @@ card. No TensorFlow here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
 from collections import Counter
 from pathlib import Path
 
+from musicgen.bundled import is_bundled_folder
 from musicgen.config import RunConfig, parameter_count
 from musicgen.errors import CheckpointError
 from musicgen.files import atomic_write_text
@@ -89,6 +91,12 @@ def build_card(run_dir: Path, evaluation: Path | None = None) -> dict:
         "validation": _validation_part(entries, paths) or stored.get("validation"),
         "evaluation": _evaluation_part(paths, evaluation, stored.get("evaluation")),
     }
+    if config.init is not None:
+        card["init"] = dataclasses.asdict(config.init)
+    if isinstance(stored.get("exported_from"), dict):
+        card["exported_from"] = stored["exported_from"]
+    if is_bundled_folder(paths.root):
+        card["bundled"] = paths.root.name  # what --run-dir and --init accept for it
     return card
 
 
@@ -287,7 +295,24 @@ def format_card(card: dict) -> list[str]:
         ("validation", _validation_text(card.get("validation"))),
         ("evaluation", _evaluation_text(card.get("evaluation"), card)),
     ]
+    if card.get("init"):
+        rows.insert(1, ("parent", _init_text(card["init"])))
+    if card.get("exported_from"):
+        rows.append(("bundled", _export_text(card["exported_from"])))
     return [f"{label:<11}{text}" for label, text in rows]
+
+
+def _init_text(init: dict) -> str:
+    added = repr(init["added_characters"]) if init.get("added_characters") else "none"
+    return f"fine-tuned from {init['parent']} (its step {init['step']:,}); new characters: {added}"
+
+
+def _export_text(origin: dict) -> str:
+    check = origin.get("float16_check") or {}
+    return (f"exported from the {origin.get('checkpoint')} checkpoint of {origin.get('run_dir')} "
+            f"(step {origin.get('step')}); float16 weights, logits within "
+            f"{check.get('max_logit_difference', float('nan')):.4f} of float32's on "
+            f"{check.get('tunes')} real tunes")  # fmt: skip
 
 
 def _model_text(card: dict) -> str:
@@ -347,7 +372,7 @@ def _validation_text(validation: dict | None) -> str:
 
 def _evaluation_text(evaluation: dict | None, card: dict) -> str:
     if not evaluation:
-        return f"none yet (musicgen evaluate --run-dir {card['run_dir']})"
+        return f"none yet (musicgen evaluate --run-dir {card.get('bundled') or card['run_dir']})"
     text = (
         f"{_percent(evaluation['valid_share'])} of {evaluation['tunes']} generated tunes pass "
         f"every check (real tunes {_percent(evaluation['real_valid_share'])}); "

@@ -13,7 +13,9 @@
       loss.png        bits per character against step
 
 A model is rebuilt from config.json alone and its weights restored from the checkpoint: no pickles,
-no code from the directory is ever run.
+no code from the directory is ever run. A bundled model's folder (`musicgen.bundled`: config.json,
+vocab.json and float16 weights.npz) loads through the same `load_for_inference` and
+`choose_checkpoint` / `restore_model`.
 """
 
 from __future__ import annotations
@@ -403,6 +405,17 @@ def restore_weights(model, checkpoint_path: str, source: Path) -> None:
         raise CheckpointError(message) from None
 
 
+def check_weight_shapes(model, shapes: dict[str, tuple], source: Path) -> None:
+    """`restore_weights`' check for weights stored by their `model_weights` key (a bundled
+    model's `.npz`): exactly the model's weights, each of the model's shape.
+
+    Raises:
+        CheckpointError: naming `source` and the first weight that does not fit.
+    """
+    saved = {_checkpoint_key(key): tuple(shape) for key, shape in shapes.items()}
+    _check_weights_fit(model, model_weights(model), saved, source)
+
+
 def _check_weights_fit(model, weights: dict, saved: dict, source: Path) -> None:
     """Raises CheckpointError unless the checkpoint (`saved`: name -> shape) holds exactly the
     model's weights, each with the model's shape."""
@@ -453,7 +466,8 @@ class ChosenCheckpoint:
     Attributes:
         prefix: its path prefix (".../best/ckpt-600").
         step: the training step it holds.
-        which: "best" (`RUN/best/`) or "last" (the newest intact one in `RUN/ckpt/`).
+        which: "best" (`RUN/best/`), "last" (the newest intact one in `RUN/ckpt/`) or
+            "bundled" (a bundled model's weights.npz, `musicgen.bundled`).
         val_bits_per_char: the validation figure it scored (best only).
         last_step: the step of the run's newest checkpoint.
         note: why the last one is used when the best was asked for, else "".
@@ -468,6 +482,11 @@ class ChosenCheckpoint:
 
     def describe(self, run_dir: Path) -> str:
         """One line saying which step of `run_dir` was loaded, and why."""
+        if self.which == "bundled":
+            return (
+                f"loaded the bundled model {Path(run_dir).name} (float16 weights of step "
+                f"{self.step} of its training run; see musicgen info {Path(run_dir).name})"
+            )
         if self.which == "best":
             text = f"loaded the best checkpoint of {run_dir}: step {self.step}"
             if self.val_bits_per_char is not None:
@@ -499,13 +518,18 @@ def choose_checkpoint(
     """The checkpoint to load: the run's best (`RUN/best/`) or its last intact one.
 
     A best checkpoint that is missing (a run without validation tunes, or from an older musicgen)
-    or damaged gives the last one, the damage said in a one-line warning.
+    or damaged gives the last one, the damage said in a one-line warning. A bundled model has one
+    set of weights, whatever `which` asks for.
 
     Raises:
         CheckpointError: `which` is neither "best" nor "last", or there is no intact checkpoint.
     """
+    from musicgen.bundled import bundled_checkpoint, is_bundled_folder
+
     if which not in CHECKPOINT_CHOICES:
         raise CheckpointError(f"unknown checkpoint {which!r}; use one of {CHECKPOINT_CHOICES}")
+    if is_bundled_folder(run_dir):
+        return bundled_checkpoint(Path(run_dir))
     warn = warn or _print_to_stderr
     paths = RunPaths(Path(run_dir))
     latest = latest_checkpoint(paths.root)
@@ -572,5 +596,10 @@ def restore_model(config: RunConfig, chosen: ChosenCheckpoint):
     """
     # float32 whatever policy the run trained under: its variables were float32 in any case.
     model = build_model_for(config, policy="float32")
-    restore_weights(model, chosen.prefix, Path(chosen.prefix).parent)
+    if chosen.which == "bundled":
+        from musicgen.bundled import restore_bundled
+
+        restore_bundled(model, Path(chosen.prefix))
+    else:
+        restore_weights(model, chosen.prefix, Path(chosen.prefix).parent)
     return model

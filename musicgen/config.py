@@ -219,13 +219,37 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    """The model a fine-tuned run started from (`musicgen train --init`, `musicgen.finetune`).
+
+    Attributes:
+        parent: "bundled:NAME" for a bundled model, else the parent run's directory.
+        step: the training step of the parent's weights.
+        added_characters: the characters the run's tunes added to the parent's vocabulary (their
+            ids follow the parent's).
+    """
+
+    parent: str
+    step: int = 0
+    added_characters: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.parent, str) or not self.parent:
+            raise ConfigError(f"init.parent must name a model, got {self.parent!r}", "init")
+        _check_number(self, "step", int, 0, MAX_STEPS)
+        if not isinstance(self.added_characters, str):
+            raise ConfigError("init.added_characters must be a string", "init")
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """Everything `config.json` in a run directory records."""
+    """Everything `config.json` in a run directory records; `init` only for a fine-tuned run."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     version: int = CONFIG_VERSION
+    init: InitConfig | None = None
 
     def __post_init__(self):
         windows = self.train.batch_size * self.data.seq_length
@@ -237,9 +261,10 @@ class RunConfig:
             )
 
     def to_json(self) -> str:
-        return (
-            json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False) + "\n"
-        )
+        raw = dataclasses.asdict(self)
+        if raw["init"] is None:
+            del raw["init"]  # a run trained from scratch writes the same file as before
+        return json.dumps(raw, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: str = "config.json") -> RunConfig:
@@ -265,6 +290,7 @@ class RunConfig:
                 model=_build(ModelConfig, raw.get("model", {})),
                 train=_build(TrainConfig, raw.get("train", {})),
                 version=version,
+                init=None if raw.get("init") is None else _build(InitConfig, raw["init"]),
             )
         except (TypeError, ConfigError) as exc:
             raise CheckpointError(f"{source}: {exc}; fix the value or retrain") from None

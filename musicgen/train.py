@@ -26,6 +26,7 @@ import numpy as np
 
 from musicgen.augment import AugmentReport, augment_tunes
 from musicgen.best import BestCheckpoint, BestTracker
+from musicgen.bundled import refuse_training_into
 from musicgen.card import duration as _duration
 from musicgen.card import read_metrics
 from musicgen.checkpoint import (
@@ -33,6 +34,7 @@ from musicgen.checkpoint import (
     SplitRecord,
     build_model_for,
     checkpoint_manager,
+    latest_checkpoint,
     load_run,
     make_checkpoint,
     prepare_run_dir,
@@ -62,6 +64,14 @@ from musicgen.errors import (
     VocabularyError,
 )
 from musicgen.files import atomic_write_bytes, atomic_write_text
+from musicgen.finetune import (
+    ParentWeights,
+    check_same_model,
+    extended_vocabulary,
+    find_parent,
+    load_parent_weights,
+    read_parent_weights,
+)
 from musicgen.rundir import RunLock, check_run_dir
 from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
 from musicgen.validity import ValiditySampler, draw_validity
@@ -132,6 +142,9 @@ def train(
             memory-mapped streams a large corpus trains from without being held in memory.
         run_dir: the run directory (see `musicgen.checkpoint`).
         resume: continue from the run's last checkpoint up to `config.train.steps` in total.
+            With `config.init` (a new run), the run starts from the parent's weights, its
+            vocabulary extended by the tunes' new characters (`musicgen.finetune`); config.json
+            records the parent's step and those characters.
         corpus_summary: the corpus loader's one-line summary, recorded in corpus.json.
         progress: show a progress bar on stderr.
         log: where one-line messages go; defaults to stderr.
@@ -157,11 +170,15 @@ def train(
     distribution = make_distribution(strategy)
     _check_distribution(config, distribution)
     paths = RunPaths(Path(run_dir))
+    refuse_training_into(paths.root)
     corpus = _split(tunes, config.data)
     _check_window_fits(config)
-    vocab = _vocabulary(corpus, paths, resume)
+    parent, init = _fine_tuning(config, paths, resume, log)
+    vocab = _vocabulary(corpus, paths, resume, parent)
+    if parent is not None and not resume:
+        init = parent.init_config(vocab)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, vocab_size=len(vocab))
+        config, model=dataclasses.replace(config.model, vocab_size=len(vocab)), init=init
     )
     check_memory(config)
     streams = _Streams.of(
@@ -178,11 +195,11 @@ def train(
             lock.enter_context(RunLock(paths.root))  # held until this run ends
             prepare_run_dir(paths.root, config, vocab, resume=resume)
         return _train_in(config, corpus, streams, paths, distribution, resume, log, progress,
-                         started, corpus_summary)  # fmt: skip
+                         started, corpus_summary, (parent, vocab))  # fmt: skip
 
 
 def _train_in(config, corpus, streams, paths, distribution, resume, log, progress, started,
-              corpus_summary) -> TrainResult:  # fmt: skip
+              corpus_summary, parent) -> TrainResult:  # fmt: skip
     """The training run itself, once the run directory is prepared (and locked by the chief)."""
     previous_policy = keras.mixed_precision.global_policy()
     session = None
@@ -190,7 +207,7 @@ def _train_in(config, corpus, streams, paths, distribution, resume, log, progres
         policy = set_mixed_precision(config.train.mixed_precision)
         keras.utils.set_random_seed(config.train.random_seed)
         session = _Session(
-            config, paths, log, progress and distribution.is_chief, started, distribution
+            config, paths, log, progress and distribution.is_chief, started, distribution, parent
         )
         log(
             f"device: {session.device}; {distribution.describe()}; precision {policy}; "
@@ -327,8 +344,41 @@ def _split_records(corpus: _TuneSplit | EncodedCorpus) -> list[SplitRecord]:
     return [SplitRecord.of_tunes(corpus.tunes_in(s)) for s in ("train", "validation")]
 
 
-def _vocabulary(corpus: _TuneSplit | EncodedCorpus, paths: RunPaths, resume: bool) -> Vocabulary:
-    """A new run's vocabulary is built from every tune; a resumed run keeps its saved one."""
+def _fine_tuning(config: RunConfig, paths: RunPaths, resume: bool, log):
+    """(the parent's weights the run starts from, or None; the run's `init` record, or None).
+
+    A resumed run keeps the record its config.json holds, and needs its parent's weights only
+    when it has no checkpoint of its own yet.
+
+    Raises:
+        CheckpointError: the parent cannot be loaded, its model is not `config.model`, or
+            `config.init` names another parent than the run being resumed has.
+    """
+    init = load_run(paths.root)[0].init if resume else config.init
+    if resume and config.init is not None and config.init.parent != getattr(init, "parent", None):
+        raise CheckpointError(
+            f"{paths.config}: the run being resumed was not fine-tuned from {config.init.parent} "
+            f"(its parent: {getattr(init, 'parent', None) or 'none, trained from scratch'}); "
+            "resume it without --init, or fine-tune into a new --run-dir"
+        )
+    if init is None or (resume and latest_checkpoint(paths.root)):
+        return None, init
+    parent = find_parent(init.parent)
+    check_same_model(config.model, parent)
+    return read_parent_weights(parent, log), init
+
+
+def _vocabulary(
+    corpus: _TuneSplit | EncodedCorpus,
+    paths: RunPaths,
+    resume: bool,
+    parent: ParentWeights | None = None,
+) -> Vocabulary:
+    """A new run's vocabulary is built from every tune, or for a fine-tuned run is the parent's
+    extended by the characters it lacks; a resumed run keeps its saved one."""
+    if not resume and parent is not None:
+        known = parent.parent.vocab
+        return extended_vocabulary(known, corpus.unknown_characters(known))
     if not resume:
         return corpus.vocabulary()
     _, saved = load_run(paths.root)
@@ -574,8 +624,11 @@ class _Session:
         progress: bool,
         started: float,
         distribution: Distribution,
+        parent: tuple[ParentWeights | None, Vocabulary] = (None, Vocabulary(())),
     ):
         self.config, self.log, self.started = config, log, started
+        # (the parent's weights or None, the run's vocabulary): what a fine-tuned run starts from.
+        self.parent = parent
         self.distribution = distribution
         self.source = paths  # where the run's checkpoints are read from
         # What this process writes: the run directory, or for a worker other than the chief a
@@ -626,6 +679,7 @@ class _Session:
         if not resume or latest is None:
             if resume:
                 self.log(f"{self.source.checkpoints}: no checkpoint yet; starting from step 0")
+            self._start_from_parent()
             self.metrics.start(after_step=0)
             return 0
         try:
@@ -637,6 +691,16 @@ class _Session:
         self.best.replay(read_metrics(self.paths.metrics))  # the decisions already taken
         self.log(f"resumed {self.source.root} at step {start} of {self.config.train.steps}")
         return start
+
+    def _start_from_parent(self) -> None:
+        """A fine-tuned run's first step starts from its parent's weights (`musicgen.finetune`)."""
+        parent, vocab = self.parent
+        if parent is None:
+            return
+        load_parent_weights(self.model, parent, vocab)
+        init = self.config.init
+        added = f"; new characters {init.added_characters!r}" if init.added_characters else ""
+        self.log(f"fine-tuning from {init.parent} (its step {init.step}){added}")
 
     def close(self) -> None:
         """Removes a non-chief worker's private folder."""

@@ -29,3 +29,11 @@ def corpus_cache(session_corpus_cache, monkeypatch):
     folder = session_corpus_cache / f"test-{next(_tests)}"
     monkeypatch.setenv("MUSICGEN_CACHE_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def no_bundled_model(monkeypatch):
+    """Tests see no bundled model unless they ask for one (MUSICGEN_BUNDLED_DIR empty means none):
+    what `generate` does without a run must not depend on whether the package ships weights. The
+    tests of a shipped model delete the variable themselves."""
+    monkeypatch.setenv("MUSICGEN_BUNDLED_DIR", "")

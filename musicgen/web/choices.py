@@ -24,12 +24,15 @@ class ModelChoice:
 
 
 def bundled_models() -> list[ModelChoice]:
-    """The models shipped with musicgen: none yet.
+    """The models shipped with musicgen (`musicgen.bundled`), the default one first; offered
+    before the user's runs."""
+    from musicgen.bundled import bundled_names, default_name, find_bundled
 
-    This is the hook for the bundled model: when musicgen ships one, return it here and it is
-    offered first, before the user's runs.
-    """
-    return []
+    first = default_name()
+    return [
+        ModelChoice(id=f"bundled:{name}", label=f"{name} (bundled)", run_dir=find_bundled(name))
+        for name in sorted(bundled_names(), key=lambda name: name != first)
+    ]
 
 
 def model_choices(
@@ -47,7 +50,10 @@ def model_choices(
     if run_dir is not None:
         if not (Path(run_dir) / "config.json").is_file():
             raise MusicgenError(f"{run_dir}: not a trained run (no config.json); pass a run dir")
-        runs.append(Path(run_dir))
+        # A bundled model asked for by name comes first, under its own id.
+        choices.sort(key=lambda choice: not _same(choice.run_dir, Path(run_dir)))
+        if not (choices and _same(choices[0].run_dir, Path(run_dir))):
+            runs.append(Path(run_dir))
     if Path(checkpoints).is_dir():
         found = sorted(
             (p.parent for p in Path(checkpoints).glob("*/config.json")),
@@ -56,7 +62,8 @@ def model_choices(
         )
         runs += [p for p in found if not any(_same(p, r) for r in runs)]
     run_choices = _named(runs, taken={c.id for c in choices})
-    choices = run_choices[:1] + choices + run_choices[1:] if run_dir else choices + run_choices
+    run_first = run_dir is not None and runs[:1] == [Path(run_dir)]
+    choices = run_choices[:1] + choices + run_choices[1:] if run_first else choices + run_choices
     if not choices:
         raise MusicgenError(
             f"no trained run under {checkpoints}/; run `musicgen train` first or pass --run-dir"

@@ -1,0 +1,24 @@
+"""The command line in process, and the check that a user's mistake is one line on stderr."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from musicgen.cli import main
+
+
+def invoke(*args):
+    """`musicgen ARGS...` through click's runner; paths and numbers may be given as they are."""
+    return CliRunner().invoke(main, [str(arg) for arg in args])
+
+
+def one_line_error(result, *fragments: str) -> str:
+    """Asserts exit code 1 and exactly one stderr line, `musicgen: error: ...`, holding each of
+    `fragments`, and no traceback; returns the line."""
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("musicgen: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    return lines[0]
