@@ -41,14 +41,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from musicgen.abc_reader import COMMENT, FIELD_LINE
 from musicgen.errors import ParseError
 
 HEADER_FIELDS = frozenset("XTMLKRQPVUm")
 BODY_FIELDS = frozenset("KLMPQVUm")
 FILE_HEADER_FIELDS = frozenset("MLRQUm")
 
-_FIELD = re.compile(r"([A-Za-z+]):(.*)")
-_COMMENT = re.compile(r"(?<!\\)%.*")
 _INLINE_FIELD = re.compile(r"\[([A-Za-z]):[^\]\n]*\]")
 # Letters A-G inside these are not notes: annotations and chord names, decorations, inline fields.
 _NOT_NOTES = re.compile(r'"[^"\n]*"|![^!\n]*!|\+[^+\s]*\+|\[[A-Za-z]:[^\]\n]*\]')
@@ -241,7 +240,7 @@ def _clean_lines(lines: list[str]) -> list[str]:
     cleaned = []
     for line in lines:
         line = line.replace("\t", " ")
-        without_comment = _COMMENT.sub("", line).rstrip()
+        without_comment = COMMENT.sub("", line).rstrip()
         if without_comment or not line.strip():
             cleaned.append(without_comment)
     return cleaned
@@ -251,7 +250,7 @@ def _header_and_body(lines: list[str]) -> tuple[list[tuple[str, str]], list[str]
     """(letter, value) pairs of the header up to the first K:, with `+:` joined; the body lines."""
     header: list[tuple[str, str]] = []
     for i, line in enumerate(lines):
-        match = _FIELD.match(line)
+        match = FIELD_LINE.match(line)
         if match is None:
             continue  # stray text is not valid header content
         letter, value = match[1], match[2].strip()
@@ -298,11 +297,11 @@ def _clean_body(lines: list[str]) -> list[str]:
     kept: list[str] = []
     previous_field_kept = False
     for line in lines:
-        if _FIELD.match(line) is None:
+        if FIELD_LINE.match(line) is None:
             line = _INLINE_FIELD.sub(_keep_musical_inline_field, line)
             line = _SPACES.sub(" ", line.replace("`", "")).strip()
         # Matched again: removing an inline field can leave a line that reads as a field line.
-        match = _FIELD.match(line)
+        match = FIELD_LINE.match(line)
         if match is None:
             previous_field_kept = False
             if line:
@@ -322,5 +321,5 @@ def _keep_musical_inline_field(match: re.Match) -> str:
 
 
 def _has_notes(body: list[str]) -> bool:
-    music = (line for line in body if _FIELD.match(line) is None)
+    music = (line for line in body if FIELD_LINE.match(line) is None)
     return any(_NOTE.search(_NOT_NOTES.sub("", line)) for line in music)

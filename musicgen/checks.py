@@ -7,7 +7,7 @@ them to that). abc2midi's verdict is reported beside them but kept out of the he
 an error for folk-ABC habits that real tunes use (a first ending `[1` placed before `|:`, for one).
 
     header   X:, T:, M: and K: present in the header (L: may be left to its ABC default)
-    parses   musicgen's ABC reader reads every character of the body (render.py's tokenizer)
+    parses   musicgen's ABC reader (`abc_reader`) reads every character of the body
     renders  render.py plays it to MIDI with at least one note (repeats expanded, every note in
              MIDI's range): what `musicgen generate` writes as a .mid file
     bars     the bars add up to the meter, allowing a pickup, a short last bar and the short bars
@@ -18,7 +18,7 @@ an error for folk-ABC habits that real tunes use (a first ending `[1` placed bef
              `|]` instead), and every numbered ending is played on some pass
     abc2midi abc2midi reads the tune without printing an error line (when abc2midi is installed)
 
-The tune as written (`read_written`) reuses render.py's ABC reader rather than a second parser:
+The tune as written (`read_written`) is read by `abc_reader`, as render.py reads it for the MIDI:
 lengths resolve tuplets, broken rhythm and the unit length exactly as the MIDI does, grace notes
 take no time, chords last as long as their first note.
 """
@@ -34,8 +34,18 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from musicgen import render
+from musicgen import render, theory
 from musicgen.abc import header_fields
+from musicgen.abc_reader import (
+    WHOLE,
+    Bar,
+    Element,
+    KeyChange,
+    MeterChange,
+    UnitChange,
+    read_body,
+    read_tune_setup,
+)
 from musicgen.errors import RenderError
 
 HEADLINE_CHECKS = ("header", "parses", "renders", "bars", "repeats")
@@ -46,8 +56,6 @@ REQUIRED_FIELDS = ("X", "T", "M", "K")  # L: has a default (ABC 2.1: 1/16 below 
 # wander (as an undertrained model's do) still fails.
 BARS_OFF_ALLOWED = 0.2
 
-_STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-
 
 @dataclass(frozen=True)
 class WrittenBar:
@@ -57,8 +65,8 @@ class WrittenBar:
         length: whole notes of music in the bar.
         meter: whole notes the meter asks for, None in free meter.
         elements: (MIDI pitches, length in whole notes) of each note, chord or rest.
-        boundary_before: a repeat or section line, an ending, a part or a meter change comes right
-            before the bar.
+        boundary_before: a repeat or section line, an ending, a part, or a key, meter or tempo
+            change comes right before the bar.
         boundary_after: one comes right after it.
         measures: > 0 for a multi-measure rest (`Z4`), which stands for that many whole bars.
     """
@@ -85,7 +93,7 @@ class WrittenTune:
     """A tune as written: what the statistics and the bar and repeat checks read.
 
     Attributes:
-        key: the starting key as render.py names it ("G", "Am", "A Dorian", "none").
+        key: the starting key as `abc_reader.Key` names it ("G", "Am", "A Dorian", "none").
         meter: the starting M: value ("6/8", "C|", "none").
         bars: the bars that hold music, in written order.
         notes: every sounding note (chords give one per pitch).
@@ -99,42 +107,21 @@ class WrittenTune:
     unclosed_repeat: str | None
 
 
-@dataclass(frozen=True)
-class _Field:
-    """A K: or M: change inside the body, as the reader saw it."""
-
-    name: str
-    signature: dict
-    bar_ticks: int | None
-
-
-class _Reader(render._BodyParser):
-    """render.py's body reader, noting key and meter changes among its tokens."""
-
-    def field(self, name: str, value: str) -> None:
-        super().field(name, value)
-        if name in ("K", "M") and self.active:
-            self.tokens.append(_Field(name, self.signature, self.bar_ticks))
-
-
 def read_written(text: str) -> WrittenTune:
     """Reads one ABC tune as written: bars, notes and the repeat structure.
 
     Raises:
         RenderError: the tune cannot be read (the same reasons as `render.abc_to_performance`).
     """
-    header, body, meter, _, unit = render.read_tune_setup(text)
-    reader = _Reader(header, meter, unit)
-    for number, line in body:
-        reader.feed(number, line)
-    bar_ticks = render._ticks(meter, "meter", "bad-header") if meter is not None else None
-    bars, notes = _bars_and_notes(reader.tokens, bar_ticks, header.key.signature)
+    setup = read_tune_setup(text)
+    tokens = read_body(setup)
+    bars, notes = _bars_and_notes(tokens, setup.bar_ticks, setup.header.key.signature)
     return WrittenTune(
-        key=header.key.name,
-        meter=header.meter_text,
+        key=setup.header.key.name,
+        meter=setup.header.meter_text,
         bars=tuple(bars),
         notes=tuple(notes),
-        unclosed_repeat=_unclosed_repeat(reader.tokens),
+        unclosed_repeat=_unclosed_repeat(tokens),
     )
 
 
@@ -142,22 +129,27 @@ def _bars_and_notes(tokens, bar_ticks, signature) -> tuple[list[WrittenBar], lis
     bars: list[WrittenBar] = []
     notes: list[WrittenNote] = []
     elements: list = []
-    scale = _scale(signature)
+    scale = theory.scale(signature)
     boundary = True  # the tune's start
-    for token in [*tokens, render._Bar(section_end=True)]:  # the tune's end closes the last bar
-        if isinstance(token, render._Element):
-            length = Fraction(token.length, render.WHOLE)
+    for token in [*tokens, Bar(section_end=True)]:  # the tune's end closes the last bar
+        if isinstance(token, Element):
+            length = Fraction(token.length, WHOLE)
             elements.append((token.pitches, length, token.measures))
             notes += [WrittenNote(p, length, p % 12 in scale) for p in token.pitches]
             continue
-        marks_boundary = not isinstance(token, render._Bar) or (
+        if isinstance(token, UnitChange):
+            continue  # lengths are already in whole notes: a new unit is no boundary
+        # Every other token (an ending, a part, a key, meter or tempo change) is a boundary.
+        marks_boundary = not isinstance(token, Bar) or (
             token.start_repeat or token.end_repeat or token.section_end
         )
-        if isinstance(token, render._Bar) and elements:
+        if isinstance(token, Bar) and elements:
             bars.append(_bar(elements, bar_ticks, boundary, marks_boundary))
             elements, boundary = [], False
-        if isinstance(token, _Field):
-            scale, bar_ticks = _scale(token.signature), token.bar_ticks
+        if isinstance(token, KeyChange) and token.key is not None:
+            scale = theory.scale(token.key.signature)
+        elif isinstance(token, MeterChange):
+            bar_ticks = token.bar_ticks
         if marks_boundary:
             boundary = True
             if bars and not elements:
@@ -168,7 +160,7 @@ def _bars_and_notes(tokens, bar_ticks, signature) -> tuple[list[WrittenBar], lis
 def _bar(elements, bar_ticks, boundary_before: bool, boundary_after: bool) -> WrittenBar:
     return WrittenBar(
         length=sum((length for _, length, _ in elements), Fraction(0)),
-        meter=None if bar_ticks is None else Fraction(bar_ticks, render.WHOLE),
+        meter=None if bar_ticks is None else Fraction(bar_ticks, WHOLE),
         elements=tuple((pitches, length) for pitches, length, _ in elements),
         boundary_before=boundary_before,
         boundary_after=boundary_after,
@@ -182,10 +174,6 @@ def _with_boundary_after(bar: WrittenBar) -> WrittenBar:
     return WrittenBar(bar.length, bar.meter, bar.elements, bar.boundary_before, True, bar.measures)
 
 
-def _scale(signature: dict) -> frozenset[int]:
-    return frozenset((_STEPS[letter] + alter) % 12 for letter, alter in signature.items())
-
-
 def _unclosed_repeat(tokens) -> str | None:
     """A reason when a `|:` is left open, else None.
 
@@ -196,10 +184,10 @@ def _unclosed_repeat(tokens) -> str | None:
     open_repeat = notes_since = False
     last_bar = None
     for token in tokens:
-        if isinstance(token, render._Element):
+        if isinstance(token, Element):
             notes_since = True
             last_bar = None
-        if not isinstance(token, render._Bar):
+        if not isinstance(token, Bar):
             continue
         last_bar = token
         if token.end_repeat:

@@ -2,8 +2,8 @@
 
 A folk musician hears two things at once that note statistics miss: whether the last note is home
 (the tonic of the key) and whether the tune has the usual shape (two parts of eight bars, each
-played twice). This module reads both from the tune as written, with render.py's ABC reader (the
-same tokens the checks read), and compares a set of generated tunes with real ones.
+played twice). This module reads both from the tune as written, with `abc_reader` (the same
+tokens the checks read), and compares a set of generated tunes with real ones.
 
 Choices, each measured on the bundled corpus (see README, `musicgen evaluate`):
 
@@ -41,7 +41,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from musicgen import render
+from musicgen import render, theory
+from musicgen.abc_reader import (
+    PIPE_KEYS,
+    Bar,
+    Element,
+    Ending,
+    Key,
+    KeyChange,
+    MeterChange,
+    Part,
+    UnitChange,
+    read_body,
+    read_tune_setup,
+)
 from musicgen.errors import RenderError
 from musicgen.stats import jensen_shannon, shares, total_variation
 
@@ -52,7 +65,6 @@ SECTIONS_TOP = 6  # sections per tune from here on share the last label ("6+")
 SECTION_BARS_TOP = 33  # bars per section from here on share the last label
 LENGTH_BIN = 4  # bars per bin of the tune-length histogram
 LENGTH_TOP = 64
-_LETTERS = "CDEFGAB"
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,8 @@ class TuneForm:
     """What `read_form` finds in one tune.
 
     Attributes:
-        key: the key in force at the final note, as render.py names it ("G", "Am", "A Dorian").
+        key: the key in force at the final note, as `abc_reader.Key` names it ("G", "Am",
+            "A Dorian").
         tonic: the tonic's pitch class (0 = C), None when the key names no tonic.
         final_pitch: MIDI pitch of the last note played, None when the tune plays no note.
         final_degree: its scale degree "1"-"7", "chromatic", or "no tonic".
@@ -97,85 +110,63 @@ class TuneForm:
 # Reading one tune
 
 
-@dataclass(frozen=True)
-class _KeyChange:
-    key: render._Key
-
-
-@dataclass(frozen=True)
-class _MeterChange:
-    bar_ticks: int | None
-
-
-class _FormReader(render._BodyParser):
-    """render.py's body reader, noting key and meter changes among its tokens."""
-
-    def field(self, name: str, value: str) -> None:
-        super().field(name, value)
-        if not self.active:
-            return
-        if name == "K" and render._key_words(value):
-            self.tokens.append(_KeyChange(render._parse_key(value)))
-        elif name == "M":
-            self.tokens.append(_MeterChange(self.bar_ticks))
-
-
 def read_form(text: str) -> TuneForm:
     """Reads one ABC tune's ending and sections.
 
     Raises:
         RenderError: the tune cannot be read (the reasons of `render.abc_to_performance`).
     """
-    header, body, meter, _, unit = render.read_tune_setup(text)
-    reader = _FormReader(header, meter, unit)
-    for number, line in body:
-        reader.feed(number, line)
-    key, final_pitch = _final_note(reader.tokens, header)
+    setup = read_tune_setup(text)
+    # A unit change, or a K: that sets only a clef, changes nothing here; left in, they would
+    # end the look for an ending after a `:|` and after a section line.
+    tokens = [
+        token
+        for token in read_body(setup)
+        if not isinstance(token, UnitChange)
+        and not (isinstance(token, KeyChange) and token.key is None)
+    ]
+    key, final_pitch = _final_note(tokens, setup.header)
     tonic = _tonic(key)
     return TuneForm(
         key=key.name,
         tonic=tonic,
         final_pitch=final_pitch,
         final_degree=_degree(final_pitch, tonic, key),
-        sections=tuple(_sections(reader.tokens, _bar_ticks(meter))),
+        sections=tuple(_sections(tokens, setup.bar_ticks)),
     )
 
 
-def _bar_ticks(meter: Fraction | None) -> int | None:
-    return render._ticks(meter, "meter", "bad-header") if meter is not None else None
-
-
-def _final_note(tokens: list, header) -> tuple[render._Key, int | None]:
+def _final_note(tokens: list, header) -> tuple[Key, int | None]:
     """The key in force at the last note played, and that note's pitch (the highest of a chord)."""
     try:
-        played = render._expand(render._arrange_parts(tokens, header.part_order))
+        played = render.play_order(tokens, header.part_order)
     except RenderError:
         played = tokens  # an ending never played: read the tune as written
     key, final_key, final_pitch = header.key, header.key, None
     for token in played:
-        if isinstance(token, _KeyChange):
+        if isinstance(token, KeyChange):
             key = token.key
-        elif isinstance(token, render._Element) and token.pitches:
+        elif isinstance(token, Element) and token.pitches:
             final_key, final_pitch = key, max(token.pitches)
     return final_key, final_pitch
 
 
-def _tonic(key: render._Key) -> int | None:
+def _tonic(key: Key) -> int | None:
     """The root's pitch class; None for `K:none` and the pipe keys."""
     name = key.name
-    if name == "none" or name in ("HP", "Hp") or name[:1] not in _LETTERS:
+    if name == "none" or name in PIPE_KEYS or name[:1] not in theory.LETTERS:
         return None
-    alter = {"#": 1, "b": -1}.get(name[1:2], 0)
-    return (render._STEPS[name[0]] + alter) % 12
+    alter = theory.SIGNS.get(name[1:2], 0)
+    return (theory.STEPS[name[0]] + alter) % 12
 
 
-def _degree(pitch: int | None, tonic: int | None, key: render._Key) -> str:
+def _degree(pitch: int | None, tonic: int | None, key: Key) -> str:
     if tonic is None or pitch is None:
         return NO_TONIC
-    start = _LETTERS.index(key.name[0])
+    start = theory.LETTERS.index(key.name[0])
     for degree in range(7):
-        letter = _LETTERS[(start + degree) % 7]
-        if (render._STEPS[letter] + key.signature[letter]) % 12 == pitch % 12:
+        letter = theory.LETTERS[(start + degree) % 7]
+        if (theory.STEPS[letter] + key.signature[letter]) % 12 == pitch % 12:
             return str(degree + 1)
     return CHROMATIC
 
@@ -195,19 +186,19 @@ def _sections(tokens: list, bar_ticks: int | None) -> list[Section]:
     sections: list[tuple[Fraction, bool]] = []  # (bars, repeated), merged below
     current = _Open()
     for index, token in enumerate(tokens):
-        if isinstance(token, render._Element):
+        if isinstance(token, Element):
             if not current.later_ending:
                 if bar_ticks is None:
                     current.music = True
                 else:
                     current.measures += Fraction(token.length, bar_ticks)
-        elif isinstance(token, _MeterChange):
+        elif isinstance(token, MeterChange):
             bar_ticks = token.bar_ticks
-        elif isinstance(token, render._Ending):
+        elif isinstance(token, Ending):
             current.later_ending = min(token.passes) > 1
-        elif isinstance(token, render._Part):
+        elif isinstance(token, Part):
             current = _close(current, sections)
-        elif isinstance(token, render._Bar):
+        elif isinstance(token, Bar):
             current.free_bars += current.music
             current.music = False
             current.repeated = current.repeated or token.end_repeat
@@ -222,9 +213,9 @@ def _sections(tokens: list, bar_ticks: int | None) -> list[Section]:
 def _ending_follows(tokens: list, index: int) -> bool:
     """A numbered ending comes next, after any further bar lines."""
     for token in tokens[index + 1 :]:
-        if isinstance(token, render._Ending):
+        if isinstance(token, Ending):
             return True
-        if not isinstance(token, render._Bar):
+        if not isinstance(token, Bar):
             return False
     return False
 

@@ -2,7 +2,8 @@
 
 `midi_to_tune(path)` reads a standard MIDI file (type 0 or 1) with mido, picks its melody, quantises
 it to a grid, writes it as ABC and returns an `abc.Tune` normalised by `abc.parse_tune`, exactly as
-tunes read from `.abc` files are. It never imports `render.py`: MIDI in and MIDI out stay apart.
+tunes read from `.abc` files are. It never imports `render.py`: MIDI in and MIDI out stay apart
+(the spelling tables it writes with are `theory`'s, which the ABC reader uses too).
 music21 is not used: reading a melody file takes a few milliseconds this way.
 
 The melody rule:
@@ -76,6 +77,7 @@ from typing import NamedTuple
 
 import mido
 
+from musicgen import theory
 from musicgen.abc import Tune, parse_tune
 from musicgen.errors import ParseError
 
@@ -100,10 +102,7 @@ SINGLE_LINE_CHORDS = 0.1  # share of onsets with chords a single-line part may h
 TRIPLET_TOLERANCE = 1 / 16  # of a span: how far from a third of it a triplet onset may lie
 BUSY_ENOUGH = 0.8  # share of the busiest part's onsets a higher part needs to win
 METERS = ((4, 4), (2, 4), (3, 4), (6, 8), (9, 8), (12, 8))  # tried when the file has none
-MODES = {"ion": (0, ""), "mix": (1, "mix"), "dor": (2, "dor"), "aeo": (3, "m")}  # tonic, suffix
-_LINE_OF_FIFTHS = "FCGDAEB"
-_MIDO_MAJOR = dict(zip("Cb Gb Db Ab Eb Bb F C G D A E B F# C#".split(), range(-7, 8)))
-_MIDO_MINOR = dict(zip("Ab Eb Bb F C G D A E B F# C# G# D# A#".split(), range(-7, 8)))
+MODES = {"ion": "", "mix": "mix", "dor": "dor", "aeo": "m"}  # the modes tried, as K: writes them
 _GENERIC_NAME = re.compile(r"(track|untitled|sequence|staff|part|midi)?\s*\d*", re.IGNORECASE)
 
 
@@ -587,22 +586,21 @@ def _file_key(content: _Content) -> tuple[int, int] | None:
     """(fifths, tonic pitch class) of the first key signature."""
     if not content.keys:
         return None
-    name = min(content.keys)[1]
-    if name.endswith("m"):
-        fifths = _MIDO_MINOR.get(name[:-1])
-        return None if fifths is None else (fifths, _pitch_class(fifths + 3))
-    fifths = _MIDO_MAJOR.get(name)
-    return None if fifths is None else (fifths, _pitch_class(fifths))
-
-
-def _pitch_class(position: int) -> int:
-    """Pitch class of a position on the line of fifths (0 is C, 1 G, -1 F)."""
-    return 7 * position % 12
+    found = theory.MIDI_KEYS.get(min(content.keys)[1])
+    if found is None:
+        return None
+    fifths, minor = found
+    return fifths, theory.pitch_class(fifths + 3 * minor)
 
 
 @lru_cache(maxsize=32)
 def _scale(fifths: int) -> frozenset[int]:
-    return frozenset(_pitch_class(position) for position in range(fifths - 1, fifths + 6))
+    return theory.scale(theory.key_signature(fifths))
+
+
+def _tonic_offset(mode: str) -> int:
+    """Fifths from a signature to the tonic of its mode: 0 major, 1 Mixolydian, 3 minor."""
+    return -theory.MODE_FIFTHS[mode]
 
 
 def _choose_key(notes: list[_Note], file_key: tuple[int, int] | None) -> tuple[int, str]:
@@ -623,8 +621,9 @@ def _choose_key(notes: list[_Note], file_key: tuple[int, int] | None) -> tuple[i
     last = notes[-1].pitch % 12
     best: tuple | None = None
     for fifths in signatures:
-        for mode, (offset, _) in MODES.items():
-            tonic = _pitch_class(fifths + offset)
+        for mode in MODES:
+            offset = _tonic_offset(mode)
+            tonic = theory.pitch_class(fifths + offset)
             score = 2.0 * weight[tonic] / total + 0.5 * weight[(tonic + 7) % 12] / total
             score += 2.0 * (tonic == last) - outside[fifths] - 0.05 * offset - 0.01 * abs(fifths)
             if file_key is not None and file_key[1] == tonic:
@@ -638,25 +637,8 @@ def _choose_key(notes: list[_Note], file_key: tuple[int, int] | None) -> tuple[i
 # Spelling
 
 
-def _position_name(position: int) -> str:
-    """Note name of a position on the line of fifths: 0 "C", 6 "F#", -2 "Bb"."""
-    alter = (position + 1) // 7
-    return _LINE_OF_FIFTHS[(position + 1) % 7] + ("#" * alter if alter > 0 else "b" * -alter)
-
-
 def _key_text(fifths: int, mode: str) -> str:
-    offset, suffix = MODES[mode]
-    return _position_name(fifths + offset) + suffix
-
-
-@lru_cache(maxsize=32)
-def _signature(fifths: int) -> dict[str, int]:
-    """Letter -> semitones the key signature adds (F# first, then C#...; Bb first, then Eb...)."""
-    signature = dict.fromkeys(_LINE_OF_FIFTHS, 0)
-    order = _LINE_OF_FIFTHS if fifths > 0 else _LINE_OF_FIFTHS[::-1]
-    for index in range(abs(fifths)):
-        signature[order[index % 7]] += 1 if fifths > 0 else -1
-    return signature
+    return theory.note_name(*theory.spelling(fifths + _tonic_offset(mode))) + MODES[mode]
 
 
 @lru_cache(maxsize=512)
@@ -665,22 +647,16 @@ def _spelling(pitch_class: int, fifths: int) -> tuple[str, int]:
     line of fifths, sharps winning a tie (so C major has Bb, Eb, F#, C#, G#)."""
     low, high = fifths - 1, fifths + 5
     position = min(
-        (p for p in range(low - 12, high + 13) if _pitch_class(p) == pitch_class),
+        (p for p in range(low - 12, high + 13) if theory.pitch_class(p) == pitch_class),
         key=lambda p: (max(low - p, p - high, 0), -p),
     )
-    return _LINE_OF_FIFTHS[(position + 1) % 7], (position + 1) // 7
-
-
-_STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-_MARKS = {-2: "__", -1: "_", 0: "=", 1: "^", 2: "^^"}
+    return theory.spelling(position)
 
 
 def _note_name(pitch: int, letter: str, alter: int) -> tuple[str, int]:
     """(letter with octave marks, octave) where octave 0 is ABC's C-B from middle C."""
-    octave = (pitch - alter - _STEPS[letter]) // 12 - 5
-    if octave >= 1:
-        return letter.lower() + "'" * (octave - 1), octave
-    return letter + "," * -octave, octave
+    octave = (pitch - alter - theory.STEPS[letter]) // 12 - 5
+    return theory.abc_note(letter, octave), octave
 
 
 @lru_cache(maxsize=256)
@@ -774,7 +750,7 @@ class _BodyWriter:
 
     def __init__(self, fifths: int, meter: _Meter, phase: int, groups: list, step: int):
         self.fifths = fifths
-        self.signature = _signature(fifths)
+        self.signature = theory.key_signature(fifths)
         self.bar = meter.bar
         self.beat = meter.beat
         self.phase = phase
@@ -840,7 +816,7 @@ class _BodyWriter:
             or self.marks.get((letter, octave), default) != alter
             or self.letter_marks.get(letter, default) != alter
         ):
-            mark = _MARKS[alter]
+            mark = theory.ACCIDENTAL_MARKS[alter]
             self.marks[(letter, octave)] = alter
             self.letter_marks[letter] = alter
         return mark + name + length + ("-" if piece.tied else "")

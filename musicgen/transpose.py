@@ -16,9 +16,10 @@ a test checks this on every tune of the bundled corpus that renders. How:
   moved signature, since no key word means "pipes in E".
 - **Accidentals.** A note gets an accidental (`^ _ = ^^ __`) when it had one, or when, without
   one, the new key signature and the accidentals earlier in the bar would not give its moved
-  pitch. Readers disagree on how far an accidental reaches (ABC 2.1 and render.py: the same letter
-  and octave to the bar's end; abc2midi: every octave of the letter, and grace notes' accidentals
-  too), so both readings are followed and an accidental is written when either would go wrong.
+  pitch. Readers disagree on how far an accidental reaches (ABC 2.1 and `abc_reader`: the same
+  letter and octave to the bar's end; abc2midi: every octave of the letter, and grace notes'
+  accidentals too), so both readings are followed and an accidental is written when either would
+  go wrong.
   An alteration beyond a double sharp or flat is respelled enharmonically.
 - **Octaves.** Each note's octave (case, `,` and `'`) is worked out from its moved pitch.
 - **Chords, grace notes, chord names.** Notes in `[...]` and `{...}` move like any other; chord
@@ -35,20 +36,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from musicgen import render
+from musicgen import abc_reader, theory
+from musicgen.abc_reader import Key, key_words, parse_key, split_comment
 from musicgen.errors import RenderError
 
 MAX_SEMITONES = 48
-_LETTERS = "FCGDAEB"  # the naturals on the line of fifths, F = -1
-_ACCIDENTAL_TEXT = {-2: "__", -1: "_", 0: "=", 1: "^", 2: "^^"}
 _KEY_ROOT = re.compile(r"^(\s*)([A-Ga-g])([#b]?)")
-_KEY_ACCIDENTAL = re.compile(r"^(\^\^|\^|__|_|=)([A-Ga-g])$")
 _CHORD_NAME = re.compile(
     r"^(?P<root>[A-G])(?P<acc>[#b]?)"
     r"(?P<kind>(?:maj|min|dim|aug|sus|add|m|M|o|\+|-|[0-9]|[#b](?=[0-9])|\(|\))*)"
     r"(?:/(?P<bass>[A-G])(?P<bass_acc>[#b]?))?$"
 )
-_COMMENT = re.compile(r"(?<!\\)%")
 
 
 def transpose_tune(text: str, semitones: int) -> str:
@@ -62,8 +60,8 @@ def transpose_tune(text: str, semitones: int) -> str:
         The transposed tune; lines, comments and layout kept.
 
     Raises:
-        RenderError: the tune cannot be read ("no-key", "bad-key", "unsupported"... as render.py
-            says), or a note would leave MIDI's range ("bad-note").
+        RenderError: the tune cannot be read ("no-key", "bad-key", "unsupported"... as
+            `abc_reader` says), or a note would leave MIDI's range ("bad-note").
         ValueError: `semitones` is outside -48..48.
     """
     if not -MAX_SEMITONES <= semitones <= MAX_SEMITONES:
@@ -71,13 +69,14 @@ def transpose_tune(text: str, semitones: int) -> str:
     if semitones == 0:
         return text
     lines = text.removeprefix("\ufeff").splitlines()
-    key_line = _key_line(lines)
-    writer = _Writer(semitones, render._parse_key(_field_value(lines[key_line])))
+    # split_tune raises when there is no K: or music comes before it.
+    key_line = abc_reader.split_tune("\n".join(lines))[0].key_line
+    writer = _Writer(semitones, parse_key(_field_value(lines[key_line])))
     out = lines[:key_line] + [writer.key_field_line(lines[key_line])]
     ended = False
     for line in lines[key_line + 1 :]:
         if ended or not line.strip() or line.startswith("X:"):
-            ended = True  # render.py's tune ends here: what follows is kept as written
+            ended = True  # the reader's tune ends here: what follows is kept as written
             out.append(line)
         else:
             out.append(writer.body_line(line, out[-1]))
@@ -85,37 +84,20 @@ def transpose_tune(text: str, semitones: int) -> str:
     return result + "\n" if text.endswith("\n") else result
 
 
-def _key_line(lines: list[str]) -> int:
-    """Index of the header's K: line, read as render.py reads the header."""
-    render._split_tune("\n".join(lines))  # raises when there is no K: or music comes before it
-    continued = False
-    for index, raw in enumerate(lines):
-        line = "" if continued else render._strip_comment(raw).strip()
-        continued = raw.rstrip().endswith("\\")
-        if line.startswith("K:"):
-            return index
-    raise RenderError("no K: field", "no-key")
-
-
 def _field_value(line: str) -> str:
-    return render._strip_comment(line).strip()[2:]
+    return abc_reader.strip_comment(line).strip()[2:]
 
 
 # ------------------------------------------------------------------------------------------------
 # Spelling on the line of fifths
 
 
-def _position(letter: str, alter: int) -> int:
-    """A spelled note's place on the line of fifths: C 0, G 1, F -1, F# 6, Bb -2."""
-    return _LETTERS.index(letter.upper()) - 1 + 7 * alter
-
-
 def _spelling(position: int, max_alter: int = 2) -> tuple[str, int]:
     """(letter, alteration) at `position`, respelled enharmonically beyond `max_alter`."""
     while True:
-        alter, index = divmod(position + 1, 7)
+        letter, alter = theory.spelling(position)
         if abs(alter) <= max_alter:
-            return _LETTERS[index], alter
+            return letter, alter
         position += -12 if alter > 0 else 12
 
 
@@ -133,7 +115,7 @@ def _fifths_for(semitones: int, signature_fifths: int) -> int:
 @dataclass
 class _Bar:
     """Accidentals written so far in the bar, and the spellings a tie carries over a bar line,
-    under one reader's rule (render.py's per letter and octave, or abc2midi's per letter)."""
+    under one reader's rule (abc_reader's per letter and octave, or abc2midi's per letter)."""
 
     per_octave: bool
     graces_count: bool
@@ -178,15 +160,15 @@ def _readers() -> tuple[_Bar, _Bar]:
 
 
 class _Writer:
-    """Reads the body as render.py does (its token patterns) and writes each token moved."""
+    """Reads the body with `abc_reader`'s token patterns and writes each token moved."""
 
-    def __init__(self, semitones: int, key: render._Key):
+    def __init__(self, semitones: int, key: Key):
         self.semitones = semitones
         self.fifths = _fifths_for(semitones, key.fifths)
         self.old_signature = key.signature
         self.new_signature = key.signature
         self.fifths_now = self.fifths
-        self.old = _readers()  # the original text, by render.py's rule and abc2midi's
+        self.old = _readers()  # the original text, by abc_reader's rule and abc2midi's
         self.new = _readers()  # the text being written
         self.handlers = {
             "note": self.on_note,
@@ -203,63 +185,60 @@ class _Writer:
     # Keys
 
     def key_field_line(self, line: str) -> str:
-        code, comment = _split_comment(line)
+        code, comment = split_comment(line)
         return "K:" + self.key_value(code.strip()[2:]) + comment
 
     def key_value(self, value: str) -> str:
         """A K: value moved; sets the signatures of the old and new text from here on."""
-        if not render._key_words(value):
+        if not key_words(value):
             return value  # "K:clef=bass" alone keeps the key
-        old_key = render._parse_key(value)
+        old_key = parse_key(value)
         moved_fifths = old_key.fifths + self.fifths
         self.fifths_now = self.fifths  # the tune's spelling, unless this key would pass 7
         if abs(moved_fifths) > 7:
             self.fifths_now += -12 if moved_fifths > 0 else 12
-        if old_key.name in ("HP", "Hp"):
-            letter, alter = _spelling(2 + self.fifths_now, 1)
-            new_value = letter + {1: "#", -1: "b", 0: ""}[alter]
+        if old_key.name in abc_reader.PIPE_KEYS:
+            new_value = theory.note_name(*_spelling(2 + self.fifths_now, 1))
         elif old_key.name == "none":
             new_value = value
         else:
             new_value = self.moved_key_words(value)
         self.old_signature = old_key.signature
-        self.new_signature = render._parse_key(new_value).signature
+        self.new_signature = parse_key(new_value).signature
         for reader in (*self.old, *self.new):
             reader.bar_line()
         return new_value
 
     def moved_key_words(self, value: str) -> str:
         match = _KEY_ROOT.match(value)
-        letter, alter = _spelling(
-            _position(match.group(2), {"#": 1, "b": -1, "": 0}[match.group(3)]) + self.fifths_now, 1
-        )
-        root = letter + {1: "#", -1: "b", 0: ""}[alter]
+        position = theory.position(match.group(2), theory.SIGNS[match.group(3)])
+        root = theory.note_name(*_spelling(position + self.fifths_now, 1))
         words = value[match.end() :].split(" ")
         for index, word in enumerate(words):
-            accidental = _KEY_ACCIDENTAL.match(word)
+            accidental = abc_reader.KEY_ACCIDENTAL.fullmatch(word)
             if accidental:
-                old_alter = render._ACCIDENTALS[accidental.group(1)]
+                old_alter = theory.ACCIDENTALS[accidental.group(1)]
                 new_letter, new_alter = _spelling(
-                    _position(accidental.group(2), old_alter) + self.fifths_now
+                    theory.position(accidental.group(2), old_alter) + self.fifths_now
                 )
                 case = str.lower if accidental.group(2).islower() else str.upper
-                words[index] = _ACCIDENTAL_TEXT[new_alter] + case(new_letter)
+                words[index] = theory.ACCIDENTAL_MARKS[new_alter] + case(new_letter)
         return match.group(1) + root + " ".join(words)
 
     # Lines
 
     def body_line(self, line: str, previous: str) -> str:
-        if render._BODY_FIELD.match(line):
+        if abc_reader.BODY_FIELD.match(line):
             if line.startswith("K:"):
                 return self.key_field_line(line)
             return line  # other fields (T:, P:, w:, M:...) do not move
-        code, comment = _split_comment(line)
+        code, comment = split_comment(line)
         continuation = ""
         if code.endswith("\\"):
             code, continuation = code[:-1], "\\"
         prefix = ""
-        previous_code = _split_comment(previous)[0].rstrip().removesuffix("\\").rstrip()
-        if render._SPLIT_BAR.match(code) and previous_code.endswith(("|", ":")):
+        previous_code = split_comment(previous)[0].rstrip().removesuffix("\\").rstrip()
+        if abc_reader.SPLIT_BAR.match(code) and previous_code.endswith(("|", ":")):
             # The second half of a bar line broken over two lines: read it with its first half.
             prefix = re.search(r"[|:\[\]]*$", previous_code).group(0)
         moved = self.tokens(prefix + code)
@@ -268,7 +247,7 @@ class _Writer:
     def tokens(self, code: str) -> str:
         pieces, pos = [], 0
         while pos < len(code):
-            match = render._BODY_TOKEN.match(code, pos)
+            match = abc_reader.BODY_TOKEN.match(code, pos)
             if match is None:
                 raise RenderError(f"cannot read {code[pos]!r} in {code[:40]!r}", "unsupported")
             handler = self.handlers.get(match.lastgroup)
@@ -285,7 +264,7 @@ class _Writer:
 
     def on_chord(self, match: re.Match) -> str:
         pieces, tied = [], False
-        for part in render._CHORD_TOKEN.finditer(match.group("chord_body")):
+        for part in abc_reader.CHORD_TOKEN.finditer(match.group("chord_body")):
             if part.group("letter") is None:
                 pieces.append(part.group(0))
                 continue
@@ -299,9 +278,8 @@ class _Writer:
 
     def on_grace(self, match: re.Match) -> str:
         body = match.group("grace")[1:-1]
-        note_pattern = re.compile(render._NOTE)
         pieces, pos = [], 0
-        for part in note_pattern.finditer(body):
+        for part in abc_reader.NOTE.finditer(body):
             pieces.append(body[pos : part.start()])
             note = self.note(part.group("acc"), part.group("letter"), part.group("octave"), True)
             pieces.append(note + part.group("length"))
@@ -325,9 +303,8 @@ class _Writer:
         return f'"{moved}"'
 
     def chord_note(self, letter: str, accidental: str) -> str:
-        position = _position(letter, {"#": 1, "b": -1, "": 0}[accidental]) + self.fifths_now
-        new_letter, alter = _spelling(position, 1)
-        return new_letter + {1: "#", -1: "b", 0: ""}[alter]
+        position = theory.position(letter, theory.SIGNS[accidental]) + self.fifths_now
+        return theory.note_name(*_spelling(position, 1))
 
     def on_bar(self, match: re.Match) -> str:
         for reader in (*self.old, *self.new):
@@ -355,15 +332,15 @@ class _Writer:
     def note(self, accidental: str | None, letter: str, marks: str, grace: bool = False) -> str:
         """The note moved: accidental, letter and octave marks (its length is kept)."""
         step = letter.upper()
-        octave = (letter > "Z") + marks.count("'") - marks.count(",")
-        written = None if accidental is None else render._ACCIDENTALS[accidental]
+        octave = theory.octave(letter, marks)
+        written = None if accidental is None else theory.ACCIDENTALS[accidental]
         ours, theirs = (r.note(step, octave, written, self.old_signature, grace) for r in self.old)
         target = ours if ours is not None else theirs  # a grace note sounds only in abc2midi
-        new_letter, new_alter = _spelling(_position(step, target) + self.fifths_now)
-        pitch = 60 + 12 * octave + render._STEPS[step] + target + self.semitones
+        new_letter, new_alter = _spelling(theory.position(step, target) + self.fifths_now)
+        pitch = 60 + 12 * octave + theory.STEPS[step] + target + self.semitones
         if not 0 <= pitch <= 127:
             raise RenderError(f"transposed, a note would be MIDI pitch {pitch}", "bad-note")
-        new_octave, remainder = divmod(pitch - 60 - render._STEPS[new_letter] - new_alter, 12)
+        new_octave, remainder = divmod(pitch - 60 - theory.STEPS[new_letter] - new_alter, 12)
         assert remainder == 0, (letter, marks, target, new_letter, new_alter)
         # What each reader would sound without an accidental, and what it must sound.
         wanted = [new_alter, new_alter + (theirs - target if theirs is not None else 0)]
@@ -375,15 +352,5 @@ class _Writer:
         new_written = new_alter if needs else None
         for reader in self.new:
             reader.note(new_letter, new_octave, new_written, self.new_signature, grace)
-        return (_ACCIDENTAL_TEXT[new_alter] if needs else "") + _note_text(new_letter, new_octave)
-
-
-def _note_text(letter: str, octave: int) -> str:
-    if octave >= 1:
-        return letter.lower() + "'" * (octave - 1)
-    return letter + "," * -octave
-
-
-def _split_comment(line: str) -> tuple[str, str]:
-    match = _COMMENT.search(line)
-    return (line, "") if match is None else (line[: match.start()], line[match.start() :])
+        mark = theory.ACCIDENTAL_MARKS[new_alter] if needs else ""
+        return mark + theory.abc_note(new_letter, new_octave)

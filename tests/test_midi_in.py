@@ -318,13 +318,13 @@ def _without_meta(path: Path, kinds: tuple[str, ...]) -> bytes:
 def test_meter_and_key_of_real_tunes_without_signatures(tmp_path):
     """Real tunes through our MIDI writer with their time and key signatures removed: how often the
     inferred meter and key are the transcriber's."""
-    from musicgen.render import _parse_key
+    from musicgen.abc_reader import parse_key
 
     counts: collections.Counter = collections.Counter()
     same_beat = {("2/2", "2/4"), ("4/4", "2/4"), ("2/4", "4/4"), ("2/2", "4/4"), ("12/8", "6/8")}
     for tune in _corpus_tunes()[::20]:
         try:
-            key = _parse_key(tune.key).name
+            key = parse_key(tune.key).name
             write_midi(abc_to_performance(tune.text), tmp_path / "a.mid")
         except RenderError:
             continue
@@ -336,8 +336,8 @@ def test_meter_and_key_of_real_tunes_without_signatures(tmp_path):
         counts["tunes"] += 1
         counts["meter"] += bare.meter == meter
         counts["meter, same beat"] += bare.meter == meter or (meter, bare.meter) in same_beat
-        counts["key"] += _parse_key(bare.key).name == key
-        counts["key with signature"] += _parse_key(with_key.key).name == key
+        counts["key"] += parse_key(bare.key).name == key
+        counts["key with signature"] += parse_key(with_key.key).name == key
     shares = {name: round(n / counts["tunes"], 3) for name, n in counts.items() if name != "tunes"}
     print(f"\nwithout signatures, {counts['tunes']} tunes: {shares}")
     assert counts["tunes"] > 200
