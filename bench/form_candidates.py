@@ -1,8 +1,9 @@
-"""Issue 13's candidates at equal wall-clock: today's default recipe against transposition
-augmentation, whole-tune windows, both, and optionally the Transformer at context 512.
+"""Issue 13's candidates at equal wall-clock: the recipe before issue 13 (`before`) against
+transposition augmentation, whole-tune windows, both (today's default), and optionally the
+Transformer at context 512.
 
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python bench/form_candidates.py [--budget SECONDS] [--num N]
-        [--candidates default,augment,whole,both] [--shifts -5..6] [--calibration-steps 50]
+        [--candidates before,augment,whole,both] [--shifts -5..6] [--calibration-steps 50]
         [--work-dir DIR] > candidates.json
 
 One after another in this one process, each candidate trains on the bundled corpus (its encoded,
@@ -12,8 +13,8 @@ clock starts) for the same budget of training seconds:
 1. calibration: `--calibration-steps` steps of the candidate, its seconds per step read from
    metrics.jsonl between steps 10 and the last record before the end (tracing, the validation at
    the end and the checkpoint left out);
-2. the budget: `--budget` seconds, or by default the seconds the default recipe's
-   `TrainConfig().steps` steps take at the default candidate's calibrated pace;
+2. the budget: `--budget` seconds, or by default the seconds `TrainConfig().steps` steps of the
+   `before` recipe take at its calibrated pace;
 3. training: budget / seconds-per-step steps (rounded), the schedule's warm-up `min(100, steps
    // 5)`, everything else the candidate's settings, so each run's cosine schedule ends with its
    budget. The load average is read at the start and end of each calibration and training: the
@@ -47,10 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import form as form_bench  # noqa: E402  (bench/form.py)
 
 DEFAULT_SHIFTS = "-5..6"  # every tune in all 12 keys, as near its own as it goes
+FIFTHS = (-5, 5)  # a fourth down and up: D major becomes A major and G major
 WHOLE_TUNE_WINDOW = 512  # holds 97% of the bundled corpus's tunes whole
-CANDIDATES = ("default", "augment", "whole", "both", "transformer512")
-DEFAULT_CANDIDATES = ("default", "augment", "whole", "both")
-TODAY_BITS_PER_CHAR = 1.662  # issue 13: the default recipe, 1,500 steps
+CANDIDATES = (
+    "before", "augment", "whole", "both", "fifths", "default", "transformer512",
+    "transformer-whole", "transformer-both",
+)  # fmt: skip
+DEFAULT_CANDIDATES = ("before", "augment", "whole", "both")
+TODAY_BITS_PER_CHAR = 1.662  # issue 13: the recipe before it, 1,500 steps
 TARGETS = {
     "tonic_ending_points": 0.10,
     "sections_per_tune_tv": 0.15,
@@ -73,17 +78,24 @@ def load_average() -> list[float] | None:
 
 def candidate_config(name: str, shifts: tuple[int, ...]):
     """(RunConfig, one-line description) of candidate `name`."""
-    from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from musicgen.config import (
+        STREAM_WINDOWS,
+        DataConfig,
+        ModelConfig,
+        RunConfig,
+        TrainConfig,
+        stream_recipe,
+    )
 
-    base = RunConfig()
-    whole = DataConfig(seq_length=WHOLE_TUNE_WINDOW, whole_tunes=True)
-    # 16 x 512 windows: the default's 8,192 characters a step, before padding is cut.
+    before = stream_recipe()  # 64 x 128 windows from anywhere: 8,192 characters a step
+    whole = DataConfig(seq_length=WHOLE_TUNE_WINDOW, whole_tunes=True, transpose=())
+    # 16 x 512 windows: the same 8,192 characters a step, before padding is cut.
     wide = dataclasses.replace(TrainConfig(), batch_size=16)
-    if name == "default":
-        return base, "today's default recipe: LSTM 2 x 384, 64 x 128 windows from anywhere"
+    if name == "before":
+        return before, "the recipe before issue 13: LSTM 2 x 384, 64 x 128 windows from anywhere"
     if name == "augment":
-        data = DataConfig(transpose=shifts)
-        return dataclasses.replace(base, data=data), f"default + every tune transposed by {shifts}"
+        data = dataclasses.replace(before.data, transpose=shifts)
+        return dataclasses.replace(before, data=data), f"before + every tune transposed by {shifts}"
     if name == "whole":
         return (
             RunConfig(data=whole, train=wide),
@@ -92,9 +104,25 @@ def candidate_config(name: str, shifts: tuple[int, ...]):
     if name == "both":
         data = dataclasses.replace(whole, transpose=shifts)
         return RunConfig(data=data, train=wide), "whole-tune windows + transposition"
+    if name == "fifths":
+        # Only the shifts that turn a D tune into a G or an A tune: the same shape, another home.
+        data = dataclasses.replace(whole, transpose=FIFTHS)
+        return RunConfig(data=data, train=wide), f"whole-tune windows + transposition by {FIFTHS}"
+    if name == "default":
+        return RunConfig(), "today's default recipe (`musicgen train`), whatever it is"
+    if name in ("transformer-whole", "transformer-both"):
+        # The Transformer can attend to the K: line directly when the window holds the tune.
+        model = dataclasses.replace(ModelConfig.defaults("transformer"), context=WHOLE_TUNE_WINDOW)
+        plain = name == "transformer-whole"
+        data = whole if plain else dataclasses.replace(whole, transpose=shifts)
+        what = "whole-tune windows" + ("" if plain else " + transposition")
+        return (
+            RunConfig(data=data, model=model, train=wide),
+            f"default Transformer at context 512, {what}",
+        )
     if name == "transformer512":
         model = dataclasses.replace(ModelConfig.defaults("transformer"), context=512)
-        data = DataConfig(seq_length=512)
+        data = DataConfig(seq_length=512, **STREAM_WINDOWS)
         return (
             RunConfig(data=data, model=model, train=wide),
             "default Transformer at context 512, 16 x 512 windows from anywhere",
@@ -279,15 +307,15 @@ def main(argv: list[str] | None = None) -> dict:
             log(f"{name}: {paces[name]['seconds_per_step']:.3f} s a step")
         budget, budget_from = args.budget, "--budget"
         if budget is None:
-            pace = paces.get("default") or train_for(
-                configs.get("default", candidate_config("default", shifts))[0],
-                encoded_corpus(candidate_config("default", shifts)[0], corpora),
-                work / "default-calibration",
+            pace = paces.get("before") or train_for(
+                configs.get("before", candidate_config("before", shifts))[0],
+                encoded_corpus(candidate_config("before", shifts)[0], corpora),
+                work / "before-calibration",
                 args.calibration_steps,
                 measure=True,
             )
             budget = TrainConfig().steps * pace["seconds_per_step"]
-            budget_from = f"the default recipe's {TrainConfig().steps} steps at its calibrated pace"
+            budget_from = f"{TrainConfig().steps} steps of the before recipe at its calibrated pace"
         log(f"budget: {budget:.0f} s of training each ({budget_from})")
         candidates = []
         for name in names:
@@ -306,10 +334,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "training": training,
                 "evaluation": evaluation,
             })  # fmt: skip
-        default = next((c for c in candidates if c["name"] == "default"), None)
+        before = next((c for c in candidates if c["name"] == "before"), None)
         bits_to_beat = (
-            default["evaluation"]["headline"]["validation_bits_per_char"]
-            if default
+            before["evaluation"]["headline"]["validation_bits_per_char"]
+            if before
             else TODAY_BITS_PER_CHAR
         )
         for candidate in candidates:

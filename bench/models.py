@@ -80,13 +80,13 @@ def default_model_config(kind: str, vocab_size: int):
 
 def default_run_config(kind: str, **train_updates):
     """The run `musicgen train --model KIND` would make, with some training fields replaced."""
-    from musicgen.config import RunConfig
+    from musicgen.config import RunConfig, stream_recipe
 
-    base = RunConfig()
+    # The windows of the README's figures: 64 x 128 (the Transformer's: 64 x its context) from
+    # anywhere in the stream, so the two families and the reference see the same batches.
+    base = stream_recipe(kind)
     model = default_model_config(kind, 0)
     data = base.data
-    if kind == "transformer":
-        data = dataclasses.replace(data, seq_length=model.context)
     train = dataclasses.replace(base.train, **train_updates)
     return RunConfig(data=data, model=model, train=train)
 

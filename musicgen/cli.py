@@ -261,14 +261,14 @@ def _pick(value, default):
     default=None,
     metavar="SEMITONES",
     help="Also train on every training tune transposed by these semitones: a range such as "
-    "-5..6 or a list such as -2,2 (validation tunes stay as they are).  [default: none]",
+    "-5..6 or a list such as -2,2, or none (validation tunes stay as they are).  [default: none]",
 )
 @click.option(
-    "--whole-tunes",
-    is_flag=True,
+    "--whole-tunes/--stream-windows",
     default=None,
-    help="Training windows start at a tune's start and hold it whole (padded; raise "
-    "--seq-length to about 512 so most tunes fit).",
+    help="Training windows start at a tune's start and hold it whole, padded (--seq-length 512 "
+    "holds 97% of the bundled tunes), or are cut from anywhere in the stream of tunes.  "
+    "[default: --stream-windows]",
 )
 @click.option(
     "--length-buckets",

@@ -58,6 +58,14 @@ def _check_flag(owner, name: str) -> None:
         raise ConfigError(f"{name} must be true or false, got {getattr(owner, name)!r}", field=name)
 
 
+# Windows cut from anywhere in the stream of tunes, no transposition: today's default recipe,
+# spelled out for the benches that must keep measuring it whatever the default becomes.
+STREAM_WINDOWS = {"transpose": (), "whole_tunes": False}
+# What a config.json written before these fields existed meant, so such a run resumes as it
+# began, not with today's defaults.
+LEGACY_DATA = {"seq_length": 128, **STREAM_WINDOWS}
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where tunes come from and how they are cut into training windows."""
@@ -284,7 +292,8 @@ class RunConfig:
                 f"{CONFIG_VERSION}; retrain or use the musicgen that wrote it"
             )
         try:
-            data = _build(DataConfig, raw.get("data", {}))
+            data = raw.get("data", {})
+            data = _build(DataConfig, {**LEGACY_DATA, **data} if isinstance(data, dict) else data)
             config = cls(
                 data=data,
                 model=_build(ModelConfig, raw.get("model", {})),
@@ -308,6 +317,21 @@ class RunConfig:
         except FileNotFoundError:
             raise CheckpointError(f"{path}: missing; is this a musicgen run directory?") from None
         return cls.from_json(text, source=str(path))
+
+
+def stream_recipe(kind: str = "lstm") -> RunConfig:
+    """64 windows of 128 characters (a Transformer's: of its context) cut from anywhere in the
+    stream of tunes, no transposition: today's default recipe, spelled out. The speed benches
+    measure it whatever the default becomes, so their figures stay comparable;
+    `bench/form_candidates.py` calls it `before`.
+    """
+    model = ModelConfig.defaults(kind)
+    window = model.context if kind == "transformer" else 128
+    return RunConfig(
+        data=DataConfig(seq_length=window, **STREAM_WINDOWS),
+        model=model,
+        train=dataclasses.replace(TrainConfig(), batch_size=64),
+    )
 
 
 def parameter_count(model: ModelConfig) -> int:
