@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import resource
 import sys
 import time
@@ -115,13 +114,11 @@ def measure_training(work_dir: Path, settings: Settings, config, label: str) -> 
 
     chars_per_step = config.train.batch_size * config.data.seq_length
     run_dir = work_dir / f"run-{label}-{time.monotonic_ns()}"
-    messages: list[str] = []
 
-    def keep_and_log(message: str) -> None:
-        messages.append(message)
+    def train_log(message: str) -> None:
         log(f"train: {message}")
 
-    result = train(config, read_tunes(work_dir), run_dir, progress=False, log=keep_and_log)
+    result = train(config, read_tunes(work_dir), run_dir, progress=False, log=train_log)
     # Each rate in metrics.jsonl covers the steps since the record before it.
     entries = read_metrics(run_dir / "metrics.jsonl")
     intervals = [
@@ -145,7 +142,7 @@ def measure_training(work_dir: Path, settings: Settings, config, label: str) -> 
         train_result_chars_per_sec=result.chars_per_sec,
         batch_size=config.train.batch_size,
         seq_length=config.data.seq_length,
-        params=_parameters_from_log(messages),
+        params=result.parameters,
         model={k: v for k, v in dataclasses.asdict(config.model).items() if k != "vocab_size"},
         last_loss=result.train_loss,
         wall_seconds=result.elapsed,
@@ -166,15 +163,6 @@ def _train_config(settings: Settings, same_size: bool):
         model=ModelConfig(**SAME_SIZE_MODEL),
         train=TrainConfig(batch_size=8, **schedule),
     )
-
-
-def _parameters_from_log(messages: list[str]) -> int:
-    """The parameter count train() logs ("...; 5,364,828 parameters"); 0 if it is not there."""
-    for message in messages:
-        found = re.search(r"([\d,]+) parameters", message)
-        if found:
-            return int(found.group(1).replace(",", ""))
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------

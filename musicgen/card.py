@@ -26,28 +26,13 @@ from musicgen.bundled import is_bundled_folder
 from musicgen.config import RunConfig, parameter_count
 from musicgen.errors import CheckpointError
 from musicgen.files import atomic_write_text
+from musicgen.metrics import read_metrics
+from musicgen.progress import duration
 from musicgen.rundir import RunPaths, is_musicgen_config
 
 CARD_VERSION = 1
 TOP_COLLECTIONS = 5  # collections named in the data summary; the rest are counted together
 _INDEX_ENTRY = re.compile(r'^model_checkpoint_path:\s*"([^"]+)"', re.MULTILINE)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The entries of a metrics.jsonl file, skipping a torn last line; [] if there is no file."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    entries = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
 
 
 def check_model_dir(run_dir: Path) -> RunPaths:
@@ -388,13 +373,3 @@ def _evaluation_text(evaluation: dict | None, card: dict) -> str:
 
 def _percent(share: float | None) -> str:
     return "n/a" if share is None else f"{100 * share:.1f}%"
-
-
-def duration(seconds: float) -> str:
-    """`42s`, `3m05s`, `1h07m`: how the progress line and the card write a length of time."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

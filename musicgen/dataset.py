@@ -322,7 +322,7 @@ def make_tune_dataset(
 
     Each window starts at a tune's BOS with the model's zero state, as generation starts a tune,
     and holds the tune up to its EOS; what follows is PAD, in inputs and targets, and a PAD target
-    adds nothing to the loss (`train.masked_loss`). The LSTM and the causal Transformer read
+    adds nothing to the loss (`steps.loss_sum`). The LSTM and the causal Transformer read
     left to right, so the padding after a tune changes nothing before it.
 
     Args:

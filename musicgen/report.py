@@ -9,11 +9,11 @@ first few valid generated tunes.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from musicgen.checks import ABC2MIDI_CHECK, HEADLINE_CHECKS
 from musicgen.files import atomic_write_bytes, atomic_write_text
+from musicgen.metrics import write_loss_plot
 
 PIANO_ROLL_TUNES = 3
 SCORE_TUNES = 3  # valid generated tunes shown as sheet music
@@ -38,30 +38,6 @@ def _save(figure, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def plot_loss(metrics_path: Path, path: Path) -> bool:
-    """Training and validation bits per character against step; False if there is no log."""
-    if not metrics_path.is_file():
-        return False
-    entries = []
-    for line in metrics_path.read_text(encoding="utf-8").splitlines():
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn last line of a run still writing
-    figure = _figure()
-    axes = figure.add_subplot()
-    for key, label in (("bits_per_char", "training"), ("val_bits_per_char", "validation")):
-        points = [(e["step"], e[key]) for e in entries if isinstance(e, dict) and key in e]
-        if points:
-            axes.plot(*zip(*points), label=label)
-    axes.set_xlabel("step")
-    axes.set_ylabel("bits per character")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    _save(figure, path)
-    return True
 
 
 def plot_histograms(
@@ -112,7 +88,8 @@ def write_report(result: dict, out: Path, metrics_path: Path | None = None) -> P
     """Writes `report.md` and its plots into `out`; returns the page's path."""
     out.mkdir(parents=True, exist_ok=True)
     images = []
-    if metrics_path is not None and plot_loss(metrics_path, out / "loss.png"):
+    if metrics_path is not None and metrics_path.is_file():
+        write_loss_plot(metrics_path, out / "loss.png")  # the plot `train` draws
         images.append(("Loss curves of the run", "loss.png"))
     distributions = result["statistics"]["distributions"]
     pitch = distributions["pitch_class"]

@@ -1,7 +1,13 @@
-"""Training: a compiled step, warmup-then-cosine schedule, checkpoints, metrics, a progress bar.
+"""Training: `train`, the one entry point, and the session that runs its loop.
 
-`train` is the one entry point. It owns the run directory's checkpoints, `metrics.jsonl`,
-`tensorboard/` and `loss.png`; `musicgen.checkpoint` owns the directory's layout.
+`train` owns the run directory's checkpoints, `metrics.jsonl`, `tensorboard/` and `loss.png`;
+`musicgen.checkpoint` owns the directory's layout. The step, loss and schedule are in
+`musicgen.steps`, the figures and the loss plot in `musicgen.metrics`, the progress line and its
+clock in `musicgen.progress`, signals and fault messages in `musicgen.faults`.
+
+Over 600 lines for now: the corpus split and the id streams (`_split`, `_TuneSplit`, `_Streams`,
+about 155 lines) stay here until one corpus type reaches `train` (issue 16, part 3); the session
+(about 320 lines) is one object's state, the loop and what it saves, records and validates.
 """
 
 from __future__ import annotations
@@ -9,15 +15,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import io
-import json
 import math
-import re
 import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,8 +29,6 @@ import numpy as np
 from musicgen.augment import AugmentReport, augment_tunes
 from musicgen.best import BestCheckpoint, BestTracker
 from musicgen.bundled import refuse_training_into
-from musicgen.card import duration as _duration
-from musicgen.card import read_metrics
 from musicgen.checkpoint import (
     RunPaths,
     SplitRecord,
@@ -43,7 +43,7 @@ from musicgen.checkpoint import (
     usable_checkpoint,
     write_corpus_record,
 )
-from musicgen.config import DataConfig, RunConfig, TrainConfig, check_memory
+from musicgen.config import DataConfig, RunConfig, check_memory
 from musicgen.dataset import (
     Shard,
     encode_stream,
@@ -63,7 +63,15 @@ from musicgen.errors import (
     TrainingError,
     VocabularyError,
 )
-from musicgen.files import atomic_write_bytes, atomic_write_text
+from musicgen.faults import (
+    StopSignals,
+    TrainingInterrupted,
+    check_losses,
+    checkpoint_error,
+    kept_message,
+    remove_partial_checkpoint,
+    write_failure,
+)
 from musicgen.finetune import (
     ParentWeights,
     check_same_model,
@@ -72,20 +80,19 @@ from musicgen.finetune import (
     load_parent_weights,
     read_parent_weights,
 )
+from musicgen.metrics import METRICS_EVERY, MetricsLog, read_metrics, write_loss_plot
+from musicgen.progress import Progress, Timing, validation_line
 from musicgen.rundir import RunLock, check_run_dir
+from musicgen.steps import distributed_train_step, eval_step, make_optimizer
 from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
-from musicgen.validity import ValiditySampler, draw_validity
-from musicgen.vocab import PAD, Vocabulary
+from musicgen.validity import ValiditySampler
+from musicgen.vocab import Vocabulary
 
 tf = import_tensorflow()
 # After import_tensorflow, which quiets TensorFlow's start-up logging.
 import keras  # noqa: E402
-from tensorflow.core.framework.summary_pb2 import SummaryMetadata  # noqa: E402
 
 LN2 = math.log(2.0)
-FINAL_LR_FRACTION = 0.1  # the cosine schedule ends at this fraction of the peak learning rate
-METRICS_EVERY = 10  # steps between records in metrics.jsonl and TensorBoard
-MIN_PROGRESS_LINES = 50  # without a terminal, about this many progress lines per run (plus evals)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +108,8 @@ class TrainResult:
         chars_per_sec: training throughput of this call (the first, tracing, step and the time spent
             evaluating and checkpointing left out).
         elapsed: seconds this call took.
+        device: the devices trained on, as `tfsetup.describe_devices` names them.
+        parameters: the model's parameter count.
     """
 
     step: int
@@ -111,6 +120,7 @@ class TrainResult:
     chars_per_sec: float | None
     elapsed: float
     device: str
+    parameters: int
     run_dir: Path
     checkpoint: str | None
     metrics_path: Path
@@ -132,6 +142,7 @@ def train(
     progress: bool = True,
     log: Callable[[str], object] | None = None,
     strategy: str = "auto",
+    on_step: Callable[[int, dict], object] | None = None,
 ) -> TrainResult:
     """Trains a model on `tunes` and keeps everything in `run_dir`.
 
@@ -150,6 +161,10 @@ def train(
         log: where one-line messages go; defaults to stderr.
         strategy: one of `distribute.STRATEGIES`. Under "multiworker" every process of the
             cluster calls `train` with the same arguments; only the chief writes into `run_dir`.
+        on_step: called after each step with the step reached and a copy of the latest figures
+            recorded (metrics.jsonl's fields; empty before the first record). Its time does not
+            count as training time. A KeyboardInterrupt it raises stops the run as Ctrl-C does,
+            the step reached saved first.
 
     Returns:
         A TrainResult.
@@ -195,11 +210,11 @@ def train(
             lock.enter_context(RunLock(paths.root))  # held until this run ends
             prepare_run_dir(paths.root, config, vocab, resume=resume)
         return _train_in(config, corpus, streams, paths, distribution, resume, log, progress,
-                         started, corpus_summary, (parent, vocab))  # fmt: skip
+                         started, corpus_summary, (parent, vocab), on_step)  # fmt: skip
 
 
 def _train_in(config, corpus, streams, paths, distribution, resume, log, progress, started,
-              corpus_summary, parent) -> TrainResult:  # fmt: skip
+              corpus_summary, parent, on_step) -> TrainResult:  # fmt: skip
     """The training run itself, once the run directory is prepared (and locked by the chief)."""
     previous_policy = keras.mixed_precision.global_policy()
     session = None
@@ -207,7 +222,7 @@ def _train_in(config, corpus, streams, paths, distribution, resume, log, progres
         policy = set_mixed_precision(config.train.mixed_precision)
         keras.utils.set_random_seed(config.train.random_seed)
         session = _Session(
-            config, paths, log, progress and distribution.is_chief, started, distribution, parent
+            config, paths, log, progress, started, distribution, parent, on_step=on_step
         )
         log(
             f"device: {session.device}; {distribution.describe()}; precision {policy}; "
@@ -476,143 +491,6 @@ class _Streams:
         return train, make_dataset(self.validation, window, batch_size, shuffle=False)
 
 
-def masked_loss(targets, logits):
-    """Mean cross-entropy in nats over the targets that are not PAD.
-
-    Args:
-        targets: int (batch, time).
-        logits: float (batch, time, vocab).
-    """
-    total, count = _loss_sum(targets, logits)
-    return total / tf.maximum(count, 1.0)
-
-
-def _loss_sum(targets, logits):
-    """(sum of cross-entropy over non-PAD targets, number of such targets), both float32."""
-    per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=targets, logits=tf.cast(logits, tf.float32)
-    )  # (batch, time)
-    mask = tf.cast(tf.not_equal(targets, PAD), tf.float32)
-    return tf.reduce_sum(per_token * mask), tf.reduce_sum(mask)
-
-
-def train_step(model, optimizer, step, inputs, targets, batch_chars=None, clip_norm=0.0):
-    """One replica's part of one optimiser step; wrap in `tf.function` (through
-    `distributed_train_step` under a strategy). Everything it touches comes in as an argument.
-
-    Args:
-        model: a musicgen model.
-        optimizer: a built Keras optimizer (possibly a LossScaleOptimizer), without clipping of
-            its own: Keras would clip each replica's gradients before summing them.
-        step: int64 tf.Variable counting steps, incremented with the weights so the two never part.
-        inputs: int32 (batch, time): this replica's windows.
-        targets: int32 (batch, time).
-        batch_chars: characters in the global batch (all replicas together); None: the global
-            batch's own non-PAD count, summed over the replicas (padded whole-tune windows).
-        clip_norm: clip the summed gradient to this global norm; 0: no clipping.
-
-    Returns:
-        This replica's share of the global batch's mean loss in nats per character: the shares
-        of all replicas add up to it.
-    """
-    with tf.GradientTape() as tape:
-        logits = model(inputs, training=True)  # (batch, time, vocab)
-        total, count = _loss_sum(targets, logits)
-        if batch_chars is None:
-            batch_chars = tf.maximum(_summed_over_replicas(count), 1.0)
-        loss = total / batch_chars
-        # Multiplied by the loss scale under float16 (LossScaleOptimizer), else unchanged.
-        scaled_loss = optimizer.scale_loss(loss)
-    gradients = tape.gradient(scaled_loss, model.trainable_variables)
-    if clip_norm > 0:
-        gradients = clip_summed_gradients(gradients, clip_norm * optimizer.scale_loss(1.0))
-    # Sums the replicas' gradients, unscales them (if scaled) and updates the weights.
-    optimizer.apply(gradients, model.trainable_variables)
-    step.assign_add(1)
-    return loss
-
-
-def _summed_over_replicas(value):
-    """`value` summed over the replicas in sync (itself on one device)."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(value))
-
-
-def clip_summed_gradients(gradients, clip_norm):
-    """Scales each replica's gradients by the one factor that clips their sum to `clip_norm`.
-
-    The optimizer sums the replicas' gradients after this, so clipping each replica's own would
-    clip the wrong vector; the sum is formed here only to measure its norm. On one device the
-    sum is the gradient itself.
-    """
-    context = tf.distribute.get_replica_context()
-    summed = gradients
-    if context.num_replicas_in_sync > 1:
-        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-    clipped, _ = tf.clip_by_global_norm(
-        gradients, clip_norm, use_norm=tf.linalg.global_norm(summed)
-    )
-    return clipped
-
-
-def distributed_train_step(
-    strategy, model, optimizer, step, inputs, targets, batch_chars, clip_norm
-):
-    """`train_step` on every replica of `strategy`; wrap in `tf.function`.
-
-    Args:
-        inputs, targets: per-replica batches from a distributed dataset (or plain tensors under
-            the default strategy).
-
-    Returns:
-        The global batch's mean loss in nats per character.
-    """
-
-    def replica_step(inputs, targets):
-        return train_step(model, optimizer, step, inputs, targets, batch_chars, clip_norm)
-
-    losses = strategy.run(replica_step, args=(inputs, targets))
-    return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
-
-
-def eval_step(model, inputs, targets):
-    """(summed cross-entropy in nats, number of characters) for one batch; wrap in `tf.function`."""
-    logits = model(inputs, training=False)  # (batch, time, vocab)
-    return _loss_sum(targets, logits)
-
-
-def learning_rate_schedule(train_config: TrainConfig):
-    """Linear warmup to `learning_rate` over `warmup_steps`, then a cosine down to
-    FINAL_LR_FRACTION of it at `steps`.
-
-    Returns:
-        A Keras LearningRateSchedule: call it with a step to get the rate.
-    """
-    peak = train_config.learning_rate
-    warmup = max(0, min(train_config.warmup_steps, train_config.steps - 1))
-    return keras.optimizers.schedules.CosineDecay(
-        # Starts at peak / (warmup + 1) rather than 0, so the very first step already learns.
-        initial_learning_rate=peak / (warmup + 1) if warmup else peak,
-        decay_steps=max(1, train_config.steps - warmup),
-        alpha=FINAL_LR_FRACTION,
-        warmup_target=peak if warmup else None,
-        warmup_steps=warmup,
-    )
-
-
-def make_optimizer(train_config: TrainConfig, *, loss_scale: bool = False):
-    """Adam on `learning_rate_schedule`. It does not clip: `train_step` clips the summed gradient.
-
-    Args:
-        train_config: learning rate, warmup and steps.
-        loss_scale: wrap in a LossScaleOptimizer (needed for float16, not for bfloat16).
-    """
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate_schedule(train_config))
-    return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scale else optimizer
-
-
 class _Session:
     """One call's model, optimizer, checkpoints and logs: the state the training loop shares."""
 
@@ -625,6 +503,7 @@ class _Session:
         started: float,
         distribution: Distribution,
         parent: tuple[ParentWeights | None, Vocabulary] = (None, Vocabulary(())),
+        on_step: Callable[[int, dict], object] | None = None,
     ):
         self.config, self.log, self.started = config, log, started
         # (the parent's weights or None, the run's vocabulary): what a fine-tuned run starts from.
@@ -657,11 +536,11 @@ class _Session:
             make_checkpoint(self.model, self.optimizer, self.step),
             config.train.keep_checkpoints,
         )
-        self.progress = _Progress(config.train.steps, enabled=progress)
-        self.metrics = _MetricsLog(self.paths)
+        self.progress = Progress(config.train.steps, enabled=progress and distribution.is_chief)
+        self.metrics = MetricsLog(self.paths.metrics, self.paths.tensorboard)
         self.chars_per_step = config.train.batch_size * config.data.seq_length
         self.last: dict = {}  # latest loss, bits per character and validation figures
-        self.timing = _Timing(self.chars_per_step)
+        self.timing = Timing(self.chars_per_step)
         # The best validation so far and --patience; only the chief validates, keeps RUN/best/
         # and samples tunes to check (`validity`, set up in `run`).
         self.best = BestTracker(config.train.patience)
@@ -670,6 +549,7 @@ class _Session:
             self.best_checkpoint = BestCheckpoint(self.paths, self.model)
         self.validity: ValiditySampler | None = None
         self.stopped: str | None = None
+        self.on_step = on_step  # `train`'s observer of each step
 
     def restore(self, resume: bool) -> int:
         """Loads the newest intact checkpoint when resuming; returns the step to start from."""
@@ -685,7 +565,7 @@ class _Session:
         try:
             self.manager.checkpoint.restore(latest).assert_existing_objects_matched()
         except (AssertionError, ValueError, IndexError, tf.errors.OpError) as exc:
-            raise _checkpoint_error(latest, exc) from None
+            raise checkpoint_error(latest, exc) from None
         start = int(self.step.numpy())
         self.last = self.metrics.start(after_step=start)
         self.best.replay(read_metrics(self.paths.metrics))  # the decisions already taken
@@ -711,7 +591,7 @@ class _Session:
         """Trains from `start` to the target step, recording, evaluating and checkpointing."""
         train_config = self.config.train
         self.chars_per_step = streams.characters_per_step(train_config.batch_size)
-        self.timing = _Timing(self.chars_per_step)
+        self.timing = Timing(self.chars_per_step)
         train_batches, validation = streams.datasets(
             train_config.batch_size, seed=train_config.random_seed, start=start,
             distribution=self.distribution,
@@ -743,7 +623,7 @@ class _Session:
                 )
         self.metrics.open_writers()
         try:
-            with _StopSignals() as stop:
+            with StopSignals() as stop:
                 try:
                     if start == 0 and evaluate:
                         self._record(0, [], evaluate())
@@ -758,7 +638,7 @@ class _Session:
         self._write_card()
         return self.result(int(self.step.numpy()), steps_run=int(self.step.numpy()) - start)
 
-    def _loop(self, step_fn, batches, evaluate, start: int, stop: _StopSignals) -> None:
+    def _loop(self, step_fn, batches, evaluate, start: int, stop: StopSignals) -> None:
         train_config = self.config.train
         losses = []  # loss tensors since the last record; read only then, so the device never waits
         step = start
@@ -779,13 +659,16 @@ class _Session:
                     self._record(step, losses, validation)
                     losses = []
                 if step % train_config.checkpoint_every == 0 or last or self.stopped:
-                    _check_losses(step, losses, self.manager.latest_checkpoint)
+                    check_losses(step, losses, self.manager.latest_checkpoint)
                     self._save(step)
             self.progress.update(
                 step, self.last, self.timing.seconds_left(step, train_config.steps)
             )
+            if self.on_step is not None:
+                with self.timing.aside():
+                    self.on_step(step, dict(self.last))
             if stop.signum is not None:
-                _check_losses(step, losses, self.manager.latest_checkpoint)
+                check_losses(step, losses, self.manager.latest_checkpoint)
                 raise TrainingInterrupted(stop.signum)
             if self.stopped:
                 self.progress.close()
@@ -804,18 +687,18 @@ class _Session:
         finite = [tf.reduce_all(tf.math.is_finite(v)) for v in self.model.trainable_variables]
         if not bool(tf.reduce_all(finite)):
             raise TrainingError(
-                f"the weights became NaN or infinite by step {step}; {_kept(previous)} "
+                f"the weights became NaN or infinite by step {step}; {kept_message(previous)} "
                 "(resume from it with a lower --learning-rate)"
             )
         try:
             path = self.manager.save(checkpoint_number=step)
             sync_checkpoint(path)
         except (tf.errors.OpError, OSError) as exc:
-            _remove_partial_checkpoint(self.paths, step, previous)
+            remove_partial_checkpoint(self.paths, step, previous)
             raise CheckpointError(
                 f"{self.paths.checkpoints}: cannot write the checkpoint of step {step} "
-                f"({_write_failure(exc)}); free some disk space or make the folder writable, "
-                f"then run again with --resume; {_kept(previous)}"
+                f"({write_failure(exc)}); free some disk space or make the folder writable, "
+                f"then run again with --resume; {kept_message(previous)}"
             ) from None
         return path
 
@@ -836,7 +719,7 @@ class _Session:
         """
         entry: dict = {"step": step}
         if losses:
-            _check_losses(step, losses, self.manager.latest_checkpoint)
+            check_losses(step, losses, self.manager.latest_checkpoint)
             loss = float(np.mean([float(value) for value in losses]))
             entry.update(loss=loss, bits_per_char=loss / LN2)
             rate = self.timing.interval_rate(step)
@@ -846,7 +729,7 @@ class _Session:
             entry["val_bits_per_char"] = validation
             entry.update(self._judge(step, validation))
             if step > 0:
-                self.progress.note(_validation_line(entry))
+                self.progress.note(validation_line(entry))
         entry["lr"] = float(self.optimizer.learning_rate)
         entry["elapsed"] = self.metrics.elapsed_before + time.monotonic() - self.started
         self.last.update(entry)
@@ -919,6 +802,7 @@ class _Session:
             chars_per_sec=self.timing.overall_rate(step),
             elapsed=time.monotonic() - self.started,
             device=self.device,
+            parameters=self.parameters,
             run_dir=self.source.root,
             checkpoint=self.manager.latest_checkpoint,
             metrics_path=self.paths.metrics,
@@ -929,333 +813,3 @@ class _Session:
             best_checkpoint=self.best_checkpoint and self.best_checkpoint.manager.latest_checkpoint,
             stopped=self.stopped,
         )
-
-
-def _validation_line(entry: dict) -> str:
-    """The line a validation leaves above the progress bar."""
-    line = f"step {entry['step']}: validation {entry['val_bits_per_char']:.3f} bits/char"
-    if "valid_share" in entry:
-        line += f", {entry['valid_share']:.0%} of sampled tunes valid"
-    if entry.get("best_step") == entry["step"]:
-        line += " (best so far)"
-    return line
-
-
-def _checkpoint_error(path: str, exc: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path}: cannot resume from this checkpoint ({_first_line(exc)})")
-
-
-def _first_line(exc: object) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped training after a step; `signum` says which."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class _StopSignals:
-    """While active, SIGINT and SIGTERM ask the loop to stop after the current step.
-
-    The loop then saves a checkpoint and raises TrainingInterrupted. A second signal raises
-    KeyboardInterrupt at once. Outside the main thread (where Python cannot catch signals) this
-    does nothing and Ctrl-C raises KeyboardInterrupt as usual.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self.previous: dict = {}
-
-    def __enter__(self) -> _StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self.previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-
-def _check_losses(step: int, losses: list, last_checkpoint: str | None) -> None:
-    """Raises TrainingError naming the first step whose loss is NaN or infinite.
-
-    Args:
-        step: the step of the last of `losses`.
-        losses: loss tensors of consecutive steps, not yet read.
-        last_checkpoint: the checkpoint kept, for the message.
-    """
-    values = np.array([float(value) for value in losses])
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        first = step - len(values) + int(bad[0]) + 1
-        raise TrainingError(
-            f"the loss became {values[bad[0]]} at step {first}; stopped without saving it; "
-            f"{_kept(last_checkpoint)} (resume from it with a lower --learning-rate)"
-        )
-
-
-def _write_failure(exc: Exception) -> str:
-    """The cause of a failed write, e.g. "No space left on device", without TensorFlow's op name
-    and temporary file name."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = _first_line(getattr(exc, "message", exc))
-    # "{{function_node ...}} .../ckpt-70_temp/part-...; No space left on device [Op:SaveV2]"
-    text = re.sub(r"\s*\[Op:\w+\]$", "", re.sub(r"^\{\{[^}]*\}\}\s*", "", text))
-    return text.rsplit("; ", 1)[-1]
-
-
-def _kept(checkpoint: str | None) -> str:
-    if checkpoint is None:
-        return "no checkpoint had been saved yet"
-    return f"the last good checkpoint {checkpoint} is kept"
-
-
-def _remove_partial_checkpoint(paths: RunPaths, step: int, previous: str | None) -> None:
-    """Deletes the files of a checkpoint whose writing failed, to give back the disk space."""
-    prefix = paths.checkpoints / f"ckpt-{step}"
-    if previous is not None and Path(previous) == prefix:
-        return  # the same step saved before: its files may still be the good ones
-    for path in [*paths.checkpoints.glob(f"ckpt-{step}.*"), *paths.checkpoints.glob("*_temp")]:
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-class _Timing:
-    """Wall-clock accounting for throughput and time left.
-
-    The training clock starts after the first step of a call (which includes tracing) and stops
-    inside `aside()` blocks (evaluating, recording, checkpointing).
-    """
-
-    def __init__(self, chars_per_step: int):
-        self.chars_per_step = chars_per_step
-        self.began: float | None = None  # when the first step of this call finished
-        self.began_step = 0
-        self.ended: float | None = None
-        self.set_aside = 0.0  # seconds spent in finished `aside()` blocks since `began`
-        self.aside_began: float | None = None  # inside an `aside()` block since then
-        self.mark = (0.0, 0)  # (training seconds, step) at the previous interval_rate()
-
-    def start(self, step: int) -> None:
-        """Called once the first step's result has been read, i.e. the step has finished."""
-        self.began = time.monotonic()
-        self.began_step = step
-        self.mark = (0.0, step)
-
-    def stop(self) -> None:
-        self.ended = time.monotonic()
-
-    @contextlib.contextmanager
-    def aside(self):
-        """Time spent inside this block does not count as training time."""
-        self.aside_began = time.monotonic()
-        try:
-            yield
-        finally:
-            if self.began is not None:
-                self.set_aside += time.monotonic() - max(self.aside_began, self.began)
-            self.aside_began = None
-
-    def training_seconds(self) -> float:
-        """Seconds of training since `start`, at this moment."""
-        if self.began is None:
-            return 0.0
-        now = self.ended or time.monotonic()
-        current_aside = 0.0 if self.aside_began is None else now - max(self.aside_began, self.began)
-        return now - self.began - self.set_aside - current_aside
-
-    def interval_rate(self, step: int) -> float | None:
-        """Training characters per second since the previous call, None before `start`."""
-        if self.began is None:
-            return None
-        seconds = self.training_seconds()
-        then_seconds, then_step = self.mark
-        self.mark = (seconds, step)
-        return self._rate(step - then_step, seconds - then_seconds)
-
-    def overall_rate(self, step: int) -> float | None:
-        """Training characters per second over this call, None if it ran fewer than two steps."""
-        return self._rate(step - self.began_step, self.training_seconds())
-
-    def seconds_left(self, step: int, total: int) -> float | None:
-        """Wall time (evaluation and checkpoints included) the remaining steps should take."""
-        if self.began is None or step <= self.began_step:
-            return None
-        per_step = (time.monotonic() - self.began) / (step - self.began_step)
-        return per_step * (total - step)
-
-    def _rate(self, steps: int, seconds: float) -> float | None:
-        return steps * self.chars_per_step / seconds if steps > 0 and seconds > 0 else None
-
-
-class _MetricsLog:
-    """metrics.jsonl (one JSON object per line) and the TensorBoard event files."""
-
-    def __init__(self, paths: RunPaths):
-        self.paths = paths
-        self.elapsed_before = 0.0  # seconds spent by earlier calls on this run
-        self.handle = None
-        self.writer = None
-
-    def start(self, after_step: int) -> dict:
-        """Drops lines past `after_step` (logged after the checkpoint we resume from).
-
-        Returns:
-            The latest figures recorded up to `after_step`.
-        """
-        entries = read_metrics(self.paths.metrics)
-        kept = [entry for entry in entries if entry.get("step", 0) <= after_step]
-        if len(kept) != len(entries):
-            atomic_write_text(self.paths.metrics, "".join(json.dumps(e) + "\n" for e in kept))
-        latest: dict = {}
-        for entry in kept:
-            latest.update(entry)
-        self.elapsed_before = float(latest.get("elapsed", 0.0))
-        return latest
-
-    def open_writers(self) -> None:
-        self.handle = open(self.paths.metrics, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
-        self.writer = tf.summary.create_file_writer(str(self.paths.tensorboard))
-
-    def write(self, entry: dict) -> None:
-        try:
-            self.handle.write(json.dumps(entry) + "\n")
-            self.handle.flush()
-        except OSError as exc:  # a full disk: say which file could not grow
-            raise OSError(exc.errno, exc.strerror, str(self.paths.metrics)) from exc
-        with self.writer.as_default(step=entry["step"]):
-            for key, tag in _TENSORBOARD_TAGS.items():
-                if key in entry:
-                    # What tensorboard's own scalar() writes, without needing the tensorboard
-                    # package (TensorFlow 2.21 no longer installs it).
-                    value = tf.constant(entry[key], tf.float32)
-                    tf.summary.write(tag, value, metadata=_SCALAR_METADATA)
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
-            self.handle = None
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-_TENSORBOARD_TAGS = {
-    "bits_per_char": "train/bits_per_char",
-    "val_bits_per_char": "validation/bits_per_char",
-    "chars_per_sec": "speed/chars_per_sec",
-    "lr": "train/learning_rate",
-    "valid_share": "validation/valid_share",
-}
-# Marks a summary as a scalar for TensorBoard's "scalars" dashboard.
-_SCALAR_METADATA = SummaryMetadata(
-    plugin_data=SummaryMetadata.PluginData(plugin_name="scalars")
-).SerializeToString()
-
-
-def write_loss_plot(metrics_path: Path, plot_path: Path) -> None:
-    """Draws training and validation bits per character against step into a PNG."""
-    from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
-
-    entries = read_metrics(metrics_path)
-    figure = Figure(figsize=(7, 4), dpi=100)
-    axes = figure.add_subplot()
-    for key, label in (("bits_per_char", "training"), ("val_bits_per_char", "validation")):
-        points = [(e["step"], e[key]) for e in entries if key in e]
-        if points:
-            steps, values = zip(*points)
-            axes.plot(steps, values, marker="o" if len(points) < 30 else None, label=label)
-    axes.set_xlabel("step")
-    axes.set_ylabel("bits per character")
-    axes.grid(alpha=0.3)
-    if entries:
-        axes.legend(loc="upper center")
-    draw_validity(axes, entries)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    atomic_write_bytes(plot_path, buffer.getvalue())
-
-
-class _Progress:
-    """A progress line on stderr: redrawn in place on a terminal, printed now and then otherwise."""
-
-    def __init__(self, total: int, *, enabled: bool, stream=None):
-        self.total = total
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.every = max(METRICS_EVERY, total // MIN_PROGRESS_LINES)
-        self.last_draw = 0.0
-        self.shown = False
-
-    def update(self, step: int, figures: dict, seconds_left: float | None) -> None:
-        if not self.enabled:
-            return
-        line = self._line(step, figures, seconds_left)
-        if self.tty:
-            now = time.monotonic()
-            if now - self.last_draw >= 0.1 or step == self.total:
-                width = shutil.get_terminal_size((100, 20)).columns - 1
-                bar_width = 20
-                if len(line) + bar_width + 3 <= width:
-                    filled = bar_width * step // max(self.total, 1)
-                    line = f"[{'#' * filled}{'.' * (bar_width - filled)}] {line}"
-                self.stream.write("\r" + line[:width].ljust(width))
-                self.stream.flush()
-                self.last_draw, self.shown = now, True
-        elif step % self.every == 0 or step == self.total:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-
-    def note(self, message: str) -> None:
-        """A line that stays: printed above the redrawn progress line."""
-        if not self.enabled:
-            return
-        self.clear()
-        self.stream.write(message + "\n")
-        self.stream.flush()
-
-    def clear(self) -> None:
-        if self.tty and self.shown:
-            width = shutil.get_terminal_size((100, 20)).columns - 1
-            self.stream.write("\r" + " " * width + "\r")
-            self.shown = False
-
-    def close(self) -> None:
-        if self.tty and self.shown:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.shown = False
-
-    def _line(self, step: int, figures: dict, seconds_left: float | None) -> str:
-        # Most important first: a narrow terminal cuts the end off.
-        parts = [f"step {step}/{self.total}"]
-        bits = figures.get("bits_per_char")
-        validation = figures.get("val_bits_per_char")
-        if bits is not None or validation is not None:
-            text = "" if bits is None else f"{bits:.3f} bits/char"
-            if validation is not None:
-                text += f" (val {validation:.3f})" if text else f"val {validation:.3f} bits/char"
-            parts.append(text)
-        if "chars_per_sec" in figures:
-            parts.append(f"{figures['chars_per_sec']:,.0f} chars/s")
-        if seconds_left is not None:
-            parts.append(f"{_duration(seconds_left)} left")
-        return " | ".join(parts)

@@ -72,22 +72,3 @@ class ValiditySampler:
         # A tune as long as the cap has not ended (or ended just there, which is as good as not).
         valid = sum(ok and len(text) < MAX_LENGTH for ok, text in zip(passed, texts, strict=True))
         return ValidityFigure(len(texts), valid, time.perf_counter() - started)
-
-
-def draw_validity(axes, entries: list[dict]) -> None:
-    """Adds the share of valid sampled tunes (right axis, 0-100%) and the best validation step
-    (a dotted line) to `loss.png`'s bits-per-character axes; nothing if no entry has them."""
-    points = [(e["step"], 100 * e["valid_share"]) for e in entries if "valid_share" in e]
-    best = [e["best_step"] for e in entries if e.get("best_step") is not None]
-    if best:
-        axes.axvline(best[-1], color="grey", linestyle=":", label=f"best (step {best[-1]})")
-        axes.legend(loc="upper center")
-    if not points:
-        return
-    right = axes.twinx()
-    steps, shares = zip(*points)
-    right.plot(steps, shares, color="tab:green", marker="." if len(points) < 30 else None,
-               label="valid sampled tunes")  # fmt: skip
-    right.set_ylim(-2, 102)
-    right.set_ylabel("valid sampled tunes (%)")
-    right.legend(loc="center right")

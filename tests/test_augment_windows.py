@@ -41,7 +41,8 @@ from musicgen.dataset import (  # noqa: E402
 )
 from musicgen.encoded import cache_key, load_encoded_corpus  # noqa: E402
 from musicgen.errors import ConfigError  # noqa: E402
-from musicgen.train import _loss_sum, train, train_step  # noqa: E402
+from musicgen.steps import loss_sum, train_step  # noqa: E402
+from musicgen.train import train  # noqa: E402
 from musicgen.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402
 
 TUNEBOOK = Path(__file__).resolve().parents[1] / (
@@ -263,7 +264,7 @@ def test_padding_adds_nothing_to_the_loss_or_the_gradient(kind, stream):
     for model, window in zip(models, windows):
         inputs, targets = tf.constant(window[:, :-1]), tf.constant(window[:, 1:])
         logits = model(inputs, training=False)
-        sums.append([float(v) for v in _loss_sum(targets, logits)])
+        sums.append([float(v) for v in loss_sum(targets, logits)])
         np.testing.assert_allclose(logits[0, :short], models[0](windows[0][:, :-1])[0], atol=1e-5)
     assert sums[0][1] == sums[1][1] == short
     assert sums[1][0] == pytest.approx(sums[0][0], rel=1e-6)
@@ -304,23 +305,20 @@ def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-def test_resume_ends_bit_identical_with_augmentation_and_whole_tunes(tunes, tmp_path, monkeypatch):
+def test_resume_ends_bit_identical_with_augmentation_and_whole_tunes(tunes, tmp_path):
     messages: list[str] = []
     reference = train(TINY, tunes, tmp_path / "whole", progress=False, log=messages.append)
     augmented, report = augment_tunes(split_tunes(tunes, 0.05)[0], TINY.data.transpose)
     assert report.summary() in messages
     assert any(m.startswith(f"training on {len(augmented)} tunes") for m in messages)
-    update = train_module._Progress.update
 
-    def interrupt_at_17(self, step, *args):
+    def interrupt_at_17(step, figures):
         if step == 17:
             raise KeyboardInterrupt
-        return update(self, step, *args)
 
-    monkeypatch.setattr(train_module._Progress, "update", interrupt_at_17)
     with pytest.raises(KeyboardInterrupt):
-        train(TINY, tunes, tmp_path / "resumed", progress=False, log=messages.append)
-    monkeypatch.setattr(train_module._Progress, "update", update)
+        train(TINY, tunes, tmp_path / "resumed", progress=False, log=messages.append,
+              on_step=interrupt_at_17)  # fmt: skip
     result = train(TINY, tunes, tmp_path / "resumed", resume=True, progress=False, log=print)
     assert result.step == 24 and result.steps_run == 7
     finished, expected = read_checkpoint(result.checkpoint), read_checkpoint(reference.checkpoint)

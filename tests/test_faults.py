@@ -5,6 +5,7 @@ latest checkpoint, and resuming ends with the same weights as a run that was nev
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import random
 import resource
@@ -24,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+import musicgen.steps as steps_module  # noqa: E402
 import musicgen.train as train_module  # noqa: E402
 from musicgen.abc import read_text_file, split_tunebook  # noqa: E402
 from musicgen.checkpoint import (  # noqa: E402
@@ -37,6 +39,7 @@ from musicgen.cli import main  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from musicgen.corpus import music21_corpus_folder
 from musicgen.errors import CheckpointError, TrainingError  # noqa: E402
+from musicgen.faults import StopSignals  # noqa: E402
 from musicgen.train import train  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
@@ -95,14 +98,13 @@ def test_a_signal_saves_the_step_reached_and_resume_ends_like_an_undisturbed_run
     reference, tmp_path, monkeypatch, signum
 ):
     run_dir = tmp_path / "signalled"
-    update = train_module._Progress.update
 
-    def signal_at_33(self, step, *args):
+    def signal_at_33(step, figures):
         if step == 33:
             os.kill(os.getpid(), signum)  # a real signal, delivered to this very process
-        return update(self, step, *args)
 
-    monkeypatch.setattr(train_module._Progress, "update", signal_at_33)
+    # The command's own call of `train`, with an observer of each step.
+    monkeypatch.setattr(train_module, "train", functools.partial(train, on_step=signal_at_33))
     result = CliRunner().invoke(main, train_args(run_dir))
     name = signal.Signals(signum).name
     assert result.exit_code == 128 + signum, result.stderr
@@ -113,7 +115,7 @@ def test_a_signal_saves_the_step_reached_and_resume_ends_like_an_undisturbed_run
     # The handlers are gone once training stops: this process's own are back.
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
-    monkeypatch.setattr(train_module._Progress, "update", update)
+    monkeypatch.undo()
     resumed = CliRunner().invoke(main, train_args(run_dir, "--resume"))
     assert resumed.exit_code == 0, resumed.stderr
     assert "resumed" in resumed.stderr and "step 33" in resumed.stderr
@@ -507,7 +509,7 @@ def tunes():
 def poison_at(monkeypatch, bad_step: int, *, after: bool):
     """Makes the first weight NaN at step `bad_step`: before its forward pass (so its loss is NaN)
     or, with `after`, once the step is done (so its loss is still finite)."""
-    real = train_module.train_step
+    real = steps_module.train_step
 
     def poisoned(model, optimizer, step, inputs, targets, *args):
         weight = model.trainable_variables[0]
@@ -523,7 +525,7 @@ def poison_at(monkeypatch, bad_step: int, *, after: bool):
             tf.cond(tf.equal(step, bad_step), spoil, lambda: tf.constant(0))
         return loss
 
-    monkeypatch.setattr(train_module, "train_step", poisoned)
+    monkeypatch.setattr(steps_module, "train_step", poisoned)
 
 
 def test_a_nan_loss_stops_naming_its_step_and_keeps_the_last_good_checkpoint(
@@ -565,10 +567,9 @@ def test_an_absurd_learning_rate_stops_with_one_line_and_no_nan_checkpoint(tmp_p
             assert value.dtype.kind != "f" or np.isfinite(value).all(), prefix
 
 
-
 def test_a_second_signal_stops_at_once():
     """The first signal waits for the step to end; a second one (an impatient Ctrl-C) does not."""
-    with train_module._StopSignals() as stop:
+    with StopSignals() as stop:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)  # Python runs the handler between bytecodes
         assert stop.signum == signal.SIGTERM

@@ -226,17 +226,14 @@ def test_a_resumed_fine_tuned_run_ends_as_the_uninterrupted_one(
     finetuned, parent, child_tunes, monkeypatch
 ):
     reference, _ = finetuned
-    update = train_module._Progress.update
 
-    def interrupt_at_17(self, step, *args):
+    def interrupt_at_17(step, figures):
         if step == 17:
             raise KeyboardInterrupt
-        return update(self, step, *args)
 
-    monkeypatch.setattr(train_module._Progress, "update", interrupt_at_17)
     with pytest.raises(KeyboardInterrupt):
-        train(child_config(30), child_tunes, Path("run"), progress=False, log=lambda _: None)
-    monkeypatch.setattr(train_module._Progress, "update", update)
+        train(child_config(30), child_tunes, Path("run"), progress=False, log=lambda _: None,
+              on_step=interrupt_at_17)  # fmt: skip
     monkeypatch.setenv(bundled.ENV_VAR, "")  # a resume needs nothing of the parent's
     result = train(child_config(30), child_tunes, Path("run"), resume=True, progress=False,
                    log=lambda _: None)  # fmt: skip

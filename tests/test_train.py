@@ -25,13 +25,8 @@ from musicgen.checkpoint import load_for_inference  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from musicgen.corpus import music21_corpus_folder
 from musicgen.errors import CheckpointError, CorpusError, VocabularyError  # noqa: E402
-from musicgen.train import (  # noqa: E402
-    learning_rate_schedule,
-    make_optimizer,
-    masked_loss,
-    train,
-    train_step,
-)
+from musicgen.steps import learning_rate_schedule, loss_sum, make_optimizer, train_step  # noqa: E402
+from musicgen.train import train  # noqa: E402
 from musicgen.vocab import PAD  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
@@ -131,6 +126,9 @@ def test_metrics_tensorboard_plot_and_corpus_record_are_written(trained, tunes):
     assert corpus["validation_tunes"] >= 1
     assert not set(corpus["train_sources"]) & set(corpus["validation_sources"])
     assert any("CPU" in m or "GPU" in m for m in messages)
+    model, _, _ = load_for_inference(run_dir)
+    assert result.parameters == model.count_params() > 0
+    assert any(f"; {result.parameters:,} parameters" in m for m in messages)
 
 
 def test_checkpoints_are_kept_at_the_interval_and_at_the_end(trained):
@@ -141,23 +139,22 @@ def test_checkpoints_are_kept_at_the_interval_and_at_the_end(trained):
     assert read_checkpoint(result.checkpoint)["step/.ATTRIBUTES/VARIABLE_VALUE"] == STEPS
 
 
-def test_interrupted_then_resumed_run_equals_the_uninterrupted_one(
-    trained, tunes, tmp_path, monkeypatch
-):
+def test_interrupted_then_resumed_run_equals_the_uninterrupted_one(trained, tunes, tmp_path):
     """Checkpoint, resume and the data pipeline together: the weights end bit-for-bit the same."""
     _, reference_dir, _ = trained
     run_dir = tmp_path / "interrupted"
-    update = train_module._Progress.update
+    seen = []
 
-    def interrupt_at_33(self, step, *args):
+    def interrupt_at_33(step, figures):
+        seen.append((step, figures))
         if step == 33:
             raise KeyboardInterrupt
-        return update(self, step, *args)
 
-    monkeypatch.setattr(train_module._Progress, "update", interrupt_at_33)
     messages: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        train(TINY, tunes, run_dir, progress=False, log=messages.append)
+        train(TINY, tunes, run_dir, progress=False, log=messages.append, on_step=interrupt_at_33)
+    assert [step for step, _ in seen] == list(range(1, 34))
+    assert seen[-1][1]["step"] == 30 and "bits_per_char" in seen[-1][1]  # the latest record
     assert "interrupted at step 33" in messages[-1] and "--resume" in messages[-1]
     saved = read_checkpoint(str(run_dir / "ckpt" / "ckpt-33"))
     assert saved["step/.ATTRIBUTES/VARIABLE_VALUE"] == 33
@@ -168,7 +165,6 @@ def test_interrupted_then_resumed_run_equals_the_uninterrupted_one(
         name = "model_weights/" + key.replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
         assert np.array_equal(variable.numpy(), saved[name]), key
 
-    monkeypatch.setattr(train_module._Progress, "update", update)
     result = train(TINY, tunes, run_dir, resume=True, progress=False, log=messages.append)
     assert result.step == STEPS and result.steps_run == STEPS - 33
     assert any("resumed" in m and "step 33" in m for m in messages)
@@ -247,7 +243,7 @@ def test_float16_training_uses_loss_scaling_and_restores_the_policy(tunes, tmp_p
     assert model.compute_dtype == "float32"
 
 
-def test_masked_loss_ignores_pad_targets():
+def test_the_loss_ignores_pad_targets():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
     targets = rng.integers(4, 7, size=(2, 5)).astype(np.int32)
@@ -255,9 +251,9 @@ def test_masked_loss_ignores_pad_targets():
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     picked = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
     expected = picked[targets != PAD].mean()
-    assert float(masked_loss(tf.constant(targets), tf.constant(logits))) == pytest.approx(
-        expected, rel=1e-5
-    )
+    total, count = loss_sum(tf.constant(targets), tf.constant(logits))
+    assert float(count) == np.count_nonzero(targets != PAD)
+    assert float(total / count) == pytest.approx(expected, rel=1e-5)
 
 
 def test_train_step_is_traced_once_for_many_batches():

@@ -26,8 +26,9 @@ from musicgen.cli import main  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig  # noqa: E402
 from musicgen.errors import MusicgenError  # noqa: E402
 from musicgen.generate import Generator  # noqa: E402
+from musicgen.metrics import read_metrics  # noqa: E402
 from musicgen.models import build_model, transformer  # noqa: E402
-from musicgen.train import read_metrics, train  # noqa: E402
+from musicgen.train import train  # noqa: E402
 from musicgen.vocab import BOS, Vocabulary  # noqa: E402
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"
