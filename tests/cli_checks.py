@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from click.testing import CliRunner
 
 from musicgen.cli import main
@@ -22,3 +24,9 @@ def one_line_error(result, *fragments: str) -> str:
         assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.output
     return lines[0]
+
+
+def default_sigint() -> None:
+    """A `preexec_fn` for a child that a test stops with SIGINT: a shell's background job (`cmd &`
+    in a script) starts with SIGINT ignored, and Python then never installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

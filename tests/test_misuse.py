@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mido
 import pytest
+from cli_checks import default_sigint
 from click.testing import CliRunner
 
 from musicgen.cli import main
@@ -233,7 +234,9 @@ def test_5_ctrl_c_and_sigterm_stop_generate_while_it_samples(run_dir, tmp_path, 
     out = tmp_path / "out"
     command = [sys.executable, "-c", ENDLESS_GENERATE, "generate", "--run-dir", str(run_dir)]
     command += ["--out", str(out), "--num", "64", "--max-length", "20000", "--no-audio"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     assert process.stderr.readline().strip() == "sampling"
     time.sleep(2)  # well inside the sampling, which takes far longer at this length
     process.send_signal(signum)

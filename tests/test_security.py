@@ -211,7 +211,6 @@ def plant_traps(run_dir: Path, marker: Path) -> None:
 def test_generate_from_a_booby_trapped_run_runs_none_of_its_code(run_dir, tmp_path):
     trapped = tmp_path / "trapped"
 
-
     shutil.copytree(run_dir, trapped)
     marker = tmp_path / "MARKER"
     plant_traps(trapped, marker)
@@ -235,7 +234,6 @@ def test_generate_from_a_booby_trapped_run_runs_none_of_its_code(run_dir, tmp_pa
 
 
 def test_a_config_json_cannot_smuggle_in_objects(run_dir, tmp_path):
-
 
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
@@ -263,13 +261,16 @@ def test_the_package_names_no_unsafe_loader():
     loads objects or runs code from data. `tf.train.Checkpoint` restores tensors only."""
     found = []
     for path in sorted(Path(musicgen.__file__).parent.rglob("*.py")):
-        tokens = tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline)
-        previous = None
-        for token in tokens:
-            attribute = previous is not None and previous.string == "."
+        text = path.read_text(encoding="utf-8")
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.string]
+        for i, token in enumerate(tokens):
+            attribute = i > 0 and tokens[i - 1].string == "."
+            # numpy's npz files (the bundled models' weights) are read with pickle refused.
+            refused = [t.string for t in tokens[i + 1 : i + 3]] == ["=", "False"]
+            if token.string == "allow_pickle" and refused:
+                continue
             if token.type == tokenize.NAME and (
                 token.string in FORBIDDEN or (attribute and token.string in FORBIDDEN_ATTRIBUTES)
             ):
                 found.append(f"{path.name}:{token.start[0]}: {token.string}")
-            previous = token
     assert found == []

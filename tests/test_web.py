@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mido
 import pytest
+from cli_checks import default_sigint
 from click.testing import CliRunner
 
 from musicgen.cli import main
@@ -561,7 +562,10 @@ def test_a_killed_engraver_leaves_the_server_running(tiny_run):
 def test_serve_warns_loudly_off_loopback(tiny_run):
     command = [sys.executable, "-m", "musicgen", "serve", "--run-dir", str(tiny_run)]
     process = subprocess.Popen(
-        [*command, "--host", "0.0.0.0", "--port", "0"], stderr=subprocess.PIPE, text=True
+        [*command, "--host", "0.0.0.0", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
     )
     try:
         head = "".join(process.stderr.readline() for _ in range(3))
