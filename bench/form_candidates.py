@@ -52,7 +52,7 @@ FIFTHS = (-5, 5)  # a fourth down and up: D major becomes A major and G major
 WHOLE_TUNE_WINDOW = 512  # holds 97% of the bundled corpus's tunes whole
 CANDIDATES = (
     "before", "augment", "whole", "both", "fifths", "default", "transformer512",
-    "transformer-whole", "transformer-both",
+    "transformer-whole", "transformer-both", "root", "root-stream",
 )  # fmt: skip
 DEFAULT_CANDIDATES = ("before", "augment", "whole", "both")
 TODAY_BITS_PER_CHAR = 1.662  # issue 13: the recipe before it, 1,500 steps
@@ -108,6 +108,15 @@ def candidate_config(name: str, shifts: tuple[int, ...]):
         # Only the shifts that turn a D tune into a G or an A tune: the same shape, another home.
         data = dataclasses.replace(whole, transpose=FIFTHS)
         return RunConfig(data=data, train=wide), f"whole-tune windows + transposition by {FIFTHS}"
+    if name == "root":
+        data = dataclasses.replace(whole, common_root=True)
+        return (
+            RunConfig(data=data, train=wide),
+            "whole-tune windows, every tune moved to root C (`keyroot`)",
+        )
+    if name == "root-stream":
+        data = dataclasses.replace(before.data, common_root=True)
+        return dataclasses.replace(before, data=data), "before + every tune moved to root C"
     if name == "default":
         return RunConfig(), "today's default recipe (`musicgen train`), whatever it is"
     if name in ("transformer-whole", "transformer-both"):
@@ -134,15 +143,17 @@ def encoded_corpus(config, cache: dict):
     """The bundled corpus encoded (and augmented) as `musicgen train` reads it, once per setting."""
     from musicgen.encoded import load_encoded_corpus
 
-    key = (config.data.validation_fraction, config.data.transpose)
+    key = (config.data.validation_fraction, config.data.transpose, config.data.common_root)
     if key not in cache:
         started = time.perf_counter()
         cache[key] = load_encoded_corpus(
-            None, fraction=key[0], transpose=key[1], log=lambda message: log(message)
-        )
+            None, fraction=key[0], transpose=key[1], common_root=key[2],
+            log=lambda message: log(message),
+        )  # fmt: skip
         corpus = cache[key]
         log(
-            f"corpus {key[1] or 'untransposed'}: {corpus.tune_count('train')} training tunes, "
+            f"corpus {key[1] or 'untransposed'}{', root C' if key[2] else ''}: "
+            f"{corpus.tune_count('train')} training tunes, "
             f"{time.perf_counter() - started:.0f} s{' (cached)' if corpus.from_cache else ''}"
         )
     return cache[key]

@@ -80,6 +80,7 @@ def build_card(run_dir: Path, evaluation: Path | None = None) -> dict:
         card["init"] = dataclasses.asdict(config.init)
     if isinstance(stored.get("exported_from"), dict):
         card["exported_from"] = stored["exported_from"]
+    card["windows"] = _windows_part(config)
     if is_bundled_folder(paths.root):
         card["bundled"] = paths.root.name  # what --run-dir and --init accept for it
     return card
@@ -141,6 +142,26 @@ def _model_part(config: RunConfig) -> dict:
         "vocab_size": model.vocab_size,
         **shape,
     }
+
+
+def _windows_part(config: RunConfig) -> dict:
+    data = config.data
+    return {
+        "seq_length": data.seq_length,
+        "whole_tunes": data.whole_tunes,
+        "common_root": data.common_root,
+        "transpose": list(data.transpose),
+    }
+
+
+def _windows_text(windows: dict) -> str:
+    text = (f"whole tunes of up to {windows['seq_length']} characters" if windows["whole_tunes"]
+            else f"windows of {windows['seq_length']} characters from anywhere")  # fmt: skip
+    if windows["common_root"]:
+        text += "; every tune moved to root C, generated tunes moved home (--key or corpus keys)"
+    if windows["transpose"]:
+        text += f"; also transposed by {windows['transpose']} semitones"
+    return text
 
 
 def _data_part(corpus: dict | None) -> dict | None:
@@ -280,6 +301,8 @@ def format_card(card: dict) -> list[str]:
         ("validation", _validation_text(card.get("validation"))),
         ("evaluation", _evaluation_text(card.get("evaluation"), card)),
     ]
+    if card.get("windows"):
+        rows.append(("reads", _windows_text(card["windows"])))
     if card.get("init"):
         rows.insert(1, ("parent", _init_text(card["init"])))
     if card.get("exported_from"):

@@ -288,6 +288,7 @@ def write_corpus_record(
     validation_tunes: Sequence | SplitRecord,
     summary: str = "",
     headers: dict | None = None,
+    homes: dict | None = None,
 ) -> None:
     """Writes `corpus.json`: how many tunes trained and validated the run, and where they came from.
 
@@ -303,6 +304,8 @@ def write_corpus_record(
         summary: the corpus loader's one-line ingestion summary.
         headers: the header values the training tunes use (`musicgen.controls.KnownHeaders`'s
             JSON), which `generate --key/--meter/--type` are checked against.
+        homes: with `DataConfig.common_root`, the roots the training tunes had (`keyroot.Homes`'s
+            JSON), which generated tunes are moved back into.
     """
     train, validation = (
         tunes if isinstance(tunes, SplitRecord) else SplitRecord.of_tunes(tunes)
@@ -321,6 +324,8 @@ def write_corpus_record(
     }
     if headers is not None:
         record["headers"] = headers
+    if homes is not None:
+        record["homes"] = homes
     atomic_write_text(RunPaths(Path(run_dir)).corpus, json.dumps(record, indent=1) + "\n")
 
 

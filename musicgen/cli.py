@@ -271,6 +271,14 @@ def _pick(value, default):
     "[default: --stream-windows]",
 )
 @click.option(
+    "--common-root/--own-keys",
+    default=None,
+    help="Train on every tune moved so its key's root is C (K:D becomes K:C, K:Ador K:Cdor), so "
+    "home is the same note in every tune; generated tunes are moved to --key's root or to keys "
+    "the corpus plays in. Or train on the tunes in their own keys.  [default: "
+    f"{'--common-root' if DataConfig.common_root else '--own-keys'}]",
+)
+@click.option(
     "--length-buckets",
     type=click.IntRange(1, MAX_LENGTH_BUCKETS),
     default=None,
@@ -433,6 +441,7 @@ def train(data_paths, run_dir, resume, strategy, no_cache, init_from, **options)
         use_cache=not no_cache,
         log=lambda message: click.echo(message, err=True),
         transpose=config.data.transpose,
+        common_root=config.data.common_root,
     )
     summary = corpus.report.summary()
     click.echo(summary, err=True)
@@ -495,6 +504,12 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict, parent
             data = dataclasses.replace(data, seq_length=model.context)
     data = dataclasses.replace(data, seq_length=_pick(options["seq_length"], data.seq_length))
     data = _window_and_augment_options(data, options, resume, Path(run_dir) / "config.json")
+    if parent is not None and data.common_root != parent.config.data.common_root:
+        flag, other = ("--common-root", "--own-keys")[:: 1 if data.common_root else -1]
+        raise MusicgenError(
+            f"{flag} contradicts --init {parent.label}, trained with {other}: the model reads "
+            f"tunes as it was trained to; leave out {flag}"
+        )
     train_fields = (
         "steps", "batch_size", "learning_rate", "eval_every", "checkpoint_every",
         "random_seed", "mixed_precision", "xla", "patience", "valid_sample",
@@ -510,13 +525,16 @@ def _train_config(run_dir: Path, resume: bool, data_paths, options: dict, parent
     return RunConfig(data=data, model=model, train=train_cfg, init=base.init)
 
 
+# How the parent read its tunes, which a fine-tuned model must read them by too.
+_INHERITED_DATA = ("seq_length", "whole_tunes", "length_buckets", "common_root")
+
+
 def _fine_tune_base(parent) -> RunConfig:
     """A fine-tuned run's starting config: the parent's model and training windows, default
     training settings, and the parent named in `init` (`train` adds its step)."""
     from musicgen.config import InitConfig
 
-    windows = {name: getattr(parent.config.data, name)
-               for name in ("seq_length", "whole_tunes", "length_buckets")}  # fmt: skip
+    windows = {name: getattr(parent.config.data, name) for name in _INHERITED_DATA}
     return RunConfig(
         data=DataConfig(**windows), model=parent.config.model, init=InitConfig(parent.label)
     )
@@ -535,13 +553,15 @@ def _check_same_parent(saved: RunConfig, parent, source: Path) -> None:
 
 
 def _window_and_augment_options(data: DataConfig, options: dict, resume: bool, source: Path):
-    """`data` with --augment-transpose, --whole-tunes and --length-buckets; on --resume they must
+    """`data` with --augment-transpose, --whole-tunes, --common-root and --length-buckets; on
+    --resume they must
     agree with the saved run (its corpus and batches depend on them)."""
     from musicgen.augment import parse_shifts
 
     given = {
         "transpose": None if options["transpose"] is None else parse_shifts(options["transpose"]),
         "whole_tunes": options["whole_tunes"],
+        "common_root": options["common_root"],
         "length_buckets": options["length_buckets"],
     }
     given = {name: value for name, value in given.items() if value is not None}
@@ -726,10 +746,10 @@ def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, fo
         )  # fmt: skip
 
     from musicgen.checkpoint import load_for_inference
-    from musicgen.generate import Generator
+    from musicgen.generate import Generator, generate_at_home
 
     # A damaged checkpoint: one warning line, then the previous one is used.
-    model, vocab, _ = load_for_inference(
+    model, vocab, config = load_for_inference(
         run_dir, warn=_say, checkpoint=which_checkpoint, loaded=loaded.append
     )
     if attention_dir is not None:
@@ -737,7 +757,7 @@ def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, fo
 
         require_attention(model)
     started = time.perf_counter()
-    texts = Generator(model, vocab).generate(seed_text, sample)
+    texts = generate_at_home(Generator(model, vocab), seed_text, sample, config, run_dir)
     elapsed = time.perf_counter() - started
     records = _report_tunes(
         texts, out, soundfont, no_audio, as_json, elapsed, force, score=not no_score

@@ -60,7 +60,7 @@ def _check_flag(owner, name: str) -> None:
 
 # Windows cut from anywhere in the stream of tunes, no transposition: today's default recipe,
 # spelled out for the benches that must keep measuring it whatever the default becomes.
-STREAM_WINDOWS = {"transpose": (), "whole_tunes": False}
+STREAM_WINDOWS = {"transpose": (), "whole_tunes": False, "common_root": False}
 # What a config.json written before these fields existed meant, so such a run resumes as it
 # began, not with today's defaults.
 LEGACY_DATA = {"seq_length": 128, **STREAM_WINDOWS}
@@ -79,6 +79,8 @@ class DataConfig:
     whole_tunes: bool = False
     # With whole_tunes: batches of tunes of similar length, cut to one of this many widths.
     length_buckets: int = 4
+    # Every tune moved so its key's root is C; generated tunes moved home (`musicgen.keyroot`).
+    common_root: bool = False
 
     def __post_init__(self):
         if not isinstance(self.paths, list | tuple) or not all(
@@ -90,6 +92,7 @@ class DataConfig:
         _check_number(self, "validation_fraction", float, 0.0, 0.5)
         _check_shifts(self)
         _check_flag(self, "whole_tunes")
+        _check_flag(self, "common_root")
         _check_number(self, "length_buckets", int, 1, MAX_LENGTH_BUCKETS)
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from musicgen.abc import header_fields
-from musicgen.errors import GenerationError
+from musicgen.abc_reader import parse_key
+from musicgen.errors import GenerationError, RenderError
 
 DEFAULT_ORDER = "XTRMLQPK"  # ABC 2.1 asks for X first and K last; the rest as the bundled corpus
 LISTED = 30  # known values a message names before "and N more"
@@ -229,6 +230,11 @@ def _same(letter: str, a: str, b: str) -> bool:
     """Spellings the same field value may have: case and spaces do not matter ("Ador", "A dor")."""
     if letter == "M":
         return a.replace(" ", "") == b.replace(" ", "")
+    if letter == "K":  # "Ador" is "A Dorian", "Em" "E minor"
+        try:
+            return parse_key(a).name == parse_key(b).name
+        except RenderError:
+            pass
     return a.replace(" ", "").lower() == b.replace(" ", "").lower()
 
 

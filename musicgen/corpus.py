@@ -227,6 +227,14 @@ def _kept_tunes(
         raise CorpusError(_nothing_usable(files, report))
 
 
+def unkeep(report: CorpusReport, error: ParseError, keep: int | None = MAX_KEPT_ERRORS) -> None:
+    """Counts a tune `stream_corpus` or `load_corpus` kept as skipped after all, for `error`'s
+    reason (a later step could not use it, e.g. `keyroot` could not move it to root C)."""
+    report.kept -= 1
+    report.tunes_read -= 1  # counted again as a read tune by _count_skipped_tune
+    _count_skipped_tune(report, error, keep)
+
+
 def _count_skipped_tune(report: CorpusReport, error: ParseError, keep: int | None) -> None:
     report.skipped[error.reason] += 1
     if error.reason not in FILE_REASONS:

@@ -47,8 +47,9 @@ import numpy as np
 
 from musicgen import __version__
 from musicgen.augment import AugmentReport, copy_source, transposed_copies
-from musicgen.corpus import CorpusReport, corpus_files, empty_report, stream_corpus
-from musicgen.errors import CorpusError, ParseError, VocabularyError
+from musicgen.corpus import CorpusReport, corpus_files, empty_report, stream_corpus, unkeep
+from musicgen.errors import CorpusError, ParseError, RenderError, VocabularyError
+from musicgen.keyroot import Homes, to_common_root, unmovable_error
 from musicgen.midi_in import DEFAULT_GRID
 from musicgen.vocab import BOS, EOS, SPECIAL_TOKENS, Vocabulary
 
@@ -79,10 +80,15 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(
-    files: Sequence[tuple[str, Path]], grid: int, fraction: float, transpose: Sequence[int] = ()
+    files: Sequence[tuple[str, Path]],
+    grid: int,
+    fraction: float,
+    transpose: Sequence[int] = (),
+    common_root: bool = False,
 ) -> str:
-    """The cache key of reading `files` (in this order) with `grid`, validation `fraction` and the
-    training tunes also transposed by `transpose` semitones."""
+    """The cache key of reading `files` (in this order) with `grid`, validation `fraction`, the
+    training tunes also transposed by `transpose` semitones, and every tune moved to root C with
+    `common_root`."""
     described = []
     for _, path in files:
         resolved = Path(os.path.realpath(path))  # never raises on a symlink loop
@@ -100,6 +106,8 @@ def cache_key(
     }
     if transpose:  # absent without augmentation: older entries keep their keys
         parts["transpose"] = [int(s) for s in transpose]
+    if common_root:
+        parts["common_root"] = True
     return hashlib.sha256(json.dumps(parts).encode("utf-8")).hexdigest()[:32]
 
 
@@ -125,6 +133,8 @@ class EncodedCorpus:
         from_cache: read from an entry an earlier call wrote, without parsing the files.
         augmentation: what transposing the training tunes made (None without `transpose`); the
             training counts and streams include the copies.
+        homes: with `common_root`, the roots the training tunes had before they were moved to C
+            (`musicgen.keyroot`); None without.
     """
 
     folder: Path
@@ -140,10 +150,15 @@ class EncodedCorpus:
     fraction: float
     from_cache: bool
     augmentation: AugmentReport | None = None
+    homes: Homes | None = None
 
     @property
     def transpose(self) -> tuple[int, ...]:
         return self.augmentation.shifts if self.augmentation else ()
+
+    @property
+    def common_root(self) -> bool:
+        return self.homes is not None
 
     def vocabulary(self) -> Vocabulary:
         return Vocabulary(self.characters)
@@ -196,6 +211,7 @@ def load_encoded_corpus(
     cache_dir: Path | None = None,
     log: Callable[[str], object] | None = None,
     transpose: Sequence[int] = (),
+    common_root: bool = False,
 ) -> EncodedCorpus:
     """The corpus of `paths`, from the cache when an entry for these very files exists, else read,
     encoded (and, with `use_cache`, stored in the cache).
@@ -208,6 +224,7 @@ def load_encoded_corpus(
         cache_dir: the cache's folder; default `default_cache_dir()`.
         log: where one-line warnings go (an unusable entry rebuilt, an unwritable cache).
         transpose: semitones every training tune is also transposed by (`musicgen.augment`).
+        common_root: every tune moved so its key's root is C (`musicgen.keyroot`).
 
     Raises:
         CorpusError: as `corpus.load_corpus` (a missing path, no usable tune...).
@@ -216,7 +233,7 @@ def load_encoded_corpus(
     log = log or (lambda message: None)
     files = corpus_files(paths)
     transpose = tuple(transpose)
-    key = cache_key(files, grid, fraction, transpose)
+    key = cache_key(files, grid, fraction, transpose, common_root)
     if use_cache:
         root = Path(cache_dir) if cache_dir else default_cache_dir()
         entry = root / key
@@ -236,10 +253,15 @@ def load_encoded_corpus(
                 f"({exc.strerror or exc}); reading the corpus without it"
             )
         else:
-            return _build_into_cache(files, staging, entry, key, grid, fraction, transpose)
+            return _build_into_cache(
+                files, staging, entry, key, grid, fraction, transpose, common_root
+            )
     with tempfile.TemporaryDirectory(prefix="musicgen-corpus-", ignore_cleanup_errors=True) as tmp:
         folder = Path(tmp) / key
-        build(files, folder, key=key, grid=grid, fraction=fraction, transpose=transpose)
+        build(
+            files, folder, key=key, grid=grid, fraction=fraction, transpose=transpose,
+            common_root=common_root,
+        )  # fmt: skip
         # Memory maps outlive the files they map: the temporary folder may go.
         return _open(folder, key, files, from_cache=False)
 
@@ -252,11 +274,15 @@ def build(
     grid: int,
     fraction: float,
     transpose: Sequence[int] = (),
+    common_root: bool = False,
 ) -> None:
     """Reads `files` tune by tune and writes an encoded corpus into `folder` (created).
 
     With `transpose`, each training tune is followed by its transposed copies. (A tune moved into
-    training only because validation would otherwise be all of a tiny corpus gets none.)
+    training only because validation would otherwise be all of a tiny corpus gets none.) With
+    `common_root`, every tune is first moved to root C, its split still decided by its text as
+    written (the same validation tunes as without), and a tune that cannot be moved is skipped
+    and counted in the report; the copies are then made from the moved tune.
 
     Memory: one file's tunes, the duplicate hashes of `stream_corpus`, and for each kept tune its
     stream position and file index (12 bytes); up to TUNE_SOURCES_UP_TO tunes, their sources too.
@@ -269,15 +295,25 @@ def build(
     encoder = _Encoder()
     writers = {split: _SplitWriter(folder / f"{split}.tmp") for split in SPLITS}
     augmentation = AugmentReport(tuple(transpose)) if transpose else None
+    homes = Homes() if common_root else None
     try:
         for file_index, tune in stream_corpus(files, report, grid):
             bucket = tune_bucket(tune.text)
             split = "validation" if bucket < fraction else "train"
+            text = tune.text
+            if homes is not None:
+                try:
+                    text, root = to_common_root(text)
+                except RenderError as exc:
+                    unkeep(report, unmovable_error(tune.source, exc))
+                    continue
+                if split == "train":
+                    homes.add(root)
             suffix = tune.source.removeprefix(files[file_index][0])
-            writers[split].add(encoder.encode(tune.text), bucket, file_index, suffix)
+            writers[split].add(encoder.encode(text), bucket, file_index, suffix)
             if split == "train" and augmentation:
-                for shift, text in transposed_copies(tune.text, augmentation):
-                    copy = encoder.encode(text)
+                for shift, moved in transposed_copies(text, augmentation):
+                    copy = encoder.encode(moved)
                     writers[split].add(copy, None, file_index, copy_source(suffix, shift))
             if sum(len(w.starts) for w in writers.values()) > TUNE_SOURCES_UP_TO:
                 for writer in writers.values():
@@ -315,6 +351,8 @@ def build(
     }
     if augmentation:
         record["augmentation"] = augmentation.to_json()
+    if homes is not None:
+        record["homes"] = homes.to_json()
     _write_json(folder / "corpus.json", record)
 
 
@@ -540,11 +578,15 @@ class _Unusable(Exception):
 
 
 def _build_into_cache(
-    files, staging: Path, entry: Path, key: str, grid: int, fraction: float, transpose=()
-):
+    files, staging: Path, entry: Path, key: str, grid: int, fraction: float, transpose=(),
+    common_root=False,
+):  # fmt: skip
     """Builds in `staging`, then renames it to `entry`: an entry is complete or absent."""
     try:
-        build(files, staging / "entry", key=key, grid=grid, fraction=fraction, transpose=transpose)
+        build(
+            files, staging / "entry", key=key, grid=grid, fraction=fraction, transpose=transpose,
+            common_root=common_root,
+        )  # fmt: skip
     except BaseException:
         _remove(staging)
         raise
@@ -595,6 +637,7 @@ def _open(folder: Path, key: str, files, *, from_cache: bool) -> EncodedCorpus:
                 if "augmentation" in record
                 else None
             ),
+            homes=Homes.from_json(record["homes"]) if "homes" in record else None,
         )
     except (OSError, ValueError, EOFError, KeyError, TypeError, IndexError) as exc:
         raise _Unusable(_first_line(exc)) from None

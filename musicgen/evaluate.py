@@ -203,7 +203,9 @@ class Inputs:
 
 def run_inputs(config: RunConfig, data_paths: Sequence[str | Path] = ()) -> Inputs:
     """The run's training and validation tunes (re-read and re-split as training did), and the
-    tunes to score: `data_paths` when given, else the validation tunes.
+    tunes to score: `data_paths` when given, else the validation tunes. For a run trained with
+    `common_root`, each moved to root C as the model read them (one that cannot be is left out);
+    the generated tunes are then judged as the model writes them, at root C, against these.
 
     Raises:
         CorpusError: the run's corpus or `data_paths` cannot be read or hold no tunes.
@@ -218,13 +220,18 @@ def run_inputs(config: RunConfig, data_paths: Sequence[str | Path] = ()) -> Inpu
         source = ", ".join(str(p) for p in data_paths)
     else:
         scored, source = validation, "the run's validation tunes"
-    if not scored:
+    texts = [[t.text for t in part] for part in (scored, train, validation)]
+    if config.data.common_root:  # what the model read: every tune at root C (`keyroot`)
+        from musicgen.keyroot import common_root_texts
+
+        texts = [common_root_texts(part)[0] for part in texts]
+    if not texts[0]:
         raise CorpusError(f"no tunes to score in {source}")
     return Inputs(
-        scored_texts=tuple(t.text for t in scored),
+        scored_texts=tuple(texts[0]),
         scored_source=source,
-        train_texts=tuple(t.text for t in train),
-        validation_texts=tuple(t.text for t in validation),
+        train_texts=tuple(texts[1]),
+        validation_texts=tuple(texts[2]),
     )
 
 

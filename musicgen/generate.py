@@ -10,8 +10,9 @@ import dataclasses
 from pathlib import Path
 
 from musicgen.abc import read_text_file, split_tunebook
-from musicgen.config import SampleConfig
-from musicgen.errors import GenerationError
+from musicgen.config import RunConfig, SampleConfig
+from musicgen.errors import GenerationError, RenderError
+from musicgen.keyroot import Homes, move_home, run_homes, seed_to_common_root
 from musicgen.sampling import Sampler
 from musicgen.tfsetup import import_tensorflow
 from musicgen.vocab import BOS, Vocabulary
@@ -235,3 +236,26 @@ class Generator:
         for ok, message in problems:
             if not ok:
                 raise GenerationError(message)
+
+
+def generate_at_home(
+    generator: Generator, seed_text: str, sample: SampleConfig, config: RunConfig, run_dir: Path
+) -> list[str]:
+    """`generator.generate`, for a run trained with `common_root` (`musicgen.keyroot`) with the
+    seed first moved to root C and every tune then moved to the seed's root, or to one of the home
+    keys the run recorded; for any other run, `generate` itself.
+
+    Raises:
+        GenerationError: as `Generator.generate`, or the seed's key or music cannot be read.
+    """
+    if not config.data.common_root:
+        return generator.generate(seed_text, sample)
+    try:
+        rooted, root = seed_to_common_root(seed_text)
+    except RenderError as exc:
+        raise GenerationError(f"cannot read the seed's key and music: {exc}") from None
+    texts = generator.generate(rooted, sample)
+    homes = run_homes(run_dir)
+    if homes is None and root is None:
+        return texts  # no home keys recorded: the tunes stay at root C, as the model wrote them
+    return move_home(texts, homes or Homes(), root, sample.random_seed)

@@ -80,6 +80,7 @@ from musicgen.finetune import (
     load_parent_weights,
     read_parent_weights,
 )
+from musicgen.keyroot import Homes, common_root_split
 from musicgen.metrics import METRICS_EVERY, MetricsLog, read_metrics, write_loss_plot
 from musicgen.progress import Progress, Timing, validation_line
 from musicgen.rundir import RunLock, check_run_dir
@@ -244,7 +245,11 @@ def _train_in(config, corpus, streams, paths, distribution, resume, log, progres
             return session.result(start, steps_run=0)
         if distribution.is_chief:
             write_corpus_record(
-                paths.root, *_split_records(corpus), corpus_summary, _training_headers(corpus)
+                paths.root,
+                *_split_records(corpus),
+                corpus_summary,
+                _training_headers(corpus),
+                corpus.homes.to_json() if corpus.homes is not None else None,
             )
         if corpus.augmentation:
             log(corpus.augmentation.summary())
@@ -294,15 +299,20 @@ def _split(tunes: Sequence | EncodedCorpus, data: DataConfig) -> _TuneSplit | En
             raise ValueError("the encoded corpus was split with another validation fraction")
         if tunes.transpose != data.transpose:
             raise ValueError("the encoded corpus was augmented with other transpositions")
+        if tunes.common_root != data.common_root:
+            raise ValueError("the encoded corpus was read with another common_root")
         return tunes
     tunes = list(tunes)
     if not tunes:
         raise CorpusError("no tunes to train on")
     train_tunes, validation = split_tunes(tunes, data.validation_fraction)
+    homes = None
+    if data.common_root:
+        train_tunes, validation, homes = common_root_split(train_tunes, validation)
     augmentation = None
     if data.transpose:
         train_tunes, augmentation = augment_tunes(train_tunes, data.transpose)
-    return _TuneSplit([*train_tunes, *validation], train_tunes, validation, augmentation)
+    return _TuneSplit([*train_tunes, *validation], train_tunes, validation, augmentation, homes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,6 +323,7 @@ class _TuneSplit:
     train: list
     validation: list
     augmentation: AugmentReport | None = None
+    homes: Homes | None = None
 
     def tunes_in(self, split: str) -> list:
         return self.train if split == "train" else self.validation
@@ -338,7 +349,10 @@ def _training_headers(corpus: _TuneSplit | EncodedCorpus) -> dict:
         texts = corpus.texts("train")
     else:
         texts = (tune.text for tune in corpus.train)
-    return KnownHeaders.from_texts(texts).to_json()
+    headers = KnownHeaders.from_texts(texts).to_json()
+    if corpus.homes is not None:  # the keys the tunes were in, not root C: `--key D` asks for D
+        headers["keys"] = corpus.homes.key_counts()
+    return headers
 
 
 def _split_records(corpus: _TuneSplit | EncodedCorpus) -> list[SplitRecord]:

@@ -28,6 +28,7 @@ class LoadedModel:
         train_texts: the training tunes, for the nearest-tune search; empty when the run's corpus
             cannot be read any more.
         index: a `musicgen.novelty.NoveltyIndex` of them, or None.
+        config: the run's `RunConfig` (a `common_root` model's tunes are moved home).
     """
 
     choice: ModelChoice
@@ -35,6 +36,7 @@ class LoadedModel:
     known: object
     train_texts: tuple[str, ...]
     index: object | None
+    config: object = None
 
 
 def load_choice(choice: ModelChoice, warn=print) -> LoadedModel:
@@ -53,7 +55,8 @@ def load_choice(choice: ModelChoice, warn=print) -> LoadedModel:
     train_texts, index = _training_index(config, warn)
     warm_seed = "X:1\n" if not vocab.unknown_characters("X:1\n") else ""
     generator.generate(warm_seed, WARM_UP)  # traces the priming pass and the decode loop
-    return LoadedModel(choice, generator, known_headers(choice.run_dir), train_texts, index)
+    known = known_headers(choice.run_dir)
+    return LoadedModel(choice, generator, known, train_texts, index, config)
 
 
 def _training_index(config, warn):
@@ -160,11 +163,14 @@ def make_batch(loaded: LoadedModel, request: GenerateRequest, folder: Path, url:
         FieldError: a value the model cannot use.
     """
     from musicgen.evaluate import check_tunes
+    from musicgen.generate import generate_at_home
     from musicgen.output import write_tunes
 
     started = time.perf_counter()
     seed = seed_text(loaded, request)
-    texts = loaded.generator.generate(seed, request.sample_config())
+    texts = generate_at_home(
+        loaded.generator, seed, request.sample_config(), loaded.config, loaded.choice.run_dir
+    )
     sampled = time.perf_counter()
     records, notices = write_tunes(texts, folder, audio=True)
     scores = _scores(records, texts)
