@@ -63,6 +63,13 @@ def judge_run(run_dir: Path, sample, bundled_forms: list, score: bool) -> dict:
         started = time.perf_counter()
         likelihood = evaluate.score_tunes(model, vocab, inputs.validation_texts)
         result["validation_bits_per_char"] = likelihood.bits_per_char
+        if config.data.common_root:  # the model reads tunes at root C: also as written
+            from musicgen.keyroot import Homes, run_homes
+
+            homes = run_homes(run_dir) or Homes()
+            # with no --data, the scored tunes are the validation tunes
+            likelihood = likelihood.with_home_keys(inputs.scored_as_written, homes)
+            result["validation_bits_per_char_as_written"] = likelihood.as_written_bits_per_char
         result["scoring_seconds"] = time.perf_counter() - started
     log(f"{run_dir}: generating {sample.num} tunes")
     generated, seconds = evaluate.generate_tunes(model, vocab, sample)
@@ -89,6 +96,7 @@ def headline(result: dict) -> dict:
         "mean_length_bars": figures["mean_length_bars"],
         "valid_share": result["valid_share"],
         "validation_bits_per_char": result.get("validation_bits_per_char"),
+        "validation_bits_per_char_as_written": result.get("validation_bits_per_char_as_written"),
     }
 
 

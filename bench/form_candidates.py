@@ -222,7 +222,11 @@ def targets_met(result: dict, bits_to_beat: float) -> dict:
             None if length["relative_difference"] is None else abs(length["relative_difference"]),
             TARGETS["length_relative"],
         ),
-        "bits_per_char_no_worse": (head["validation_bits_per_char"], bits_to_beat),
+        # A model at root C is held to the bits of the tunes in their own keys (`keyroot`).
+        "bits_per_char_no_worse": (
+            head.get("validation_bits_per_char_as_written") or head["validation_bits_per_char"],
+            bits_to_beat,
+        ),
     }
     out = {name: {"value": v, "limit": limit, "met": v is not None and v <= limit}
            for name, (v, limit) in checks.items()}  # fmt: skip
@@ -242,6 +246,7 @@ TABLE_ROWS = (
     ("bars per section, total variation", "bars_per_section_tv"),
     ("mean tune length, bars", "mean_length_bars"),
     ("held-out bits/char, each tune whole", "validation_bits_per_char"),
+    ("the same, tunes in their own keys (root C models)", "validation_bits_per_char_as_written"),
     ("passing every headline check", "valid_share"),
     ("training steps in the budget", "steps"),
 )

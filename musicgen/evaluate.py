@@ -46,6 +46,11 @@ class Likelihood:
             token, and their own prediction left out of the score).
         unknown_distinct: those characters, each once, in order of appearance.
         tunes_with_unknown: tunes holding at least one of them.
+        as_written_bits_per_char: for a model trained with `common_root`, which reads every tune
+            at root C, the bits per character of the tunes in their own keys: its bits on each
+            tune at root C plus the bits of drawing the tune's root from the run's home keys
+            (`keyroot.home_bits`), over the tunes' own characters and end-of-tune. This is the
+            figure comparable with a model trained on the tunes as written; None otherwise.
     """
 
     tunes: int
@@ -54,6 +59,18 @@ class Likelihood:
     unknown_characters: int
     unknown_distinct: tuple[str, ...]
     tunes_with_unknown: int
+    as_written_bits_per_char: float | None = None
+
+    def with_home_keys(self, written_texts: Sequence[str], homes) -> Likelihood:
+        """This likelihood, of tunes moved to root C, with the bits of the tunes as written
+        (`written_texts`, the same tunes before they were moved)."""
+        from musicgen.keyroot import home_bits
+
+        if self.bits_per_char is None or not written_texts:
+            return self
+        bits, characters = home_bits(written_texts, homes)
+        total = self.bits_per_char * self.characters + bits
+        return dataclasses.replace(self, as_written_bits_per_char=total / characters)
 
 
 def _scorer(model):
@@ -193,12 +210,15 @@ class Inputs:
             real-tune check rates.
         validation_texts: the run's validation tunes (real tunes it never trained on), for the
             novelty baseline.
+        scored_as_written: for a `common_root` run, the scored tunes as written, before they
+            were moved to root C (the same tunes in the same order); empty otherwise.
     """
 
     scored_texts: tuple[str, ...]
     scored_source: str
     train_texts: tuple[str, ...]
     validation_texts: tuple[str, ...]
+    scored_as_written: tuple[str, ...] = ()
 
 
 def run_inputs(config: RunConfig, data_paths: Sequence[str | Path] = ()) -> Inputs:
@@ -221,10 +241,12 @@ def run_inputs(config: RunConfig, data_paths: Sequence[str | Path] = ()) -> Inpu
     else:
         scored, source = validation, "the run's validation tunes"
     texts = [[t.text for t in part] for part in (scored, train, validation)]
+    written: list[str] = []
     if config.data.common_root:  # what the model read: every tune at root C (`keyroot`)
-        from musicgen.keyroot import common_root_texts
+        from musicgen.keyroot import movable_pairs
 
-        texts = [common_root_texts(part)[0] for part in texts]
+        written, texts[0] = movable_pairs(texts[0])
+        texts[1:] = [movable_pairs(part)[1] for part in texts[1:]]
     if not texts[0]:
         raise CorpusError(f"no tunes to score in {source}")
     return Inputs(
@@ -232,6 +254,7 @@ def run_inputs(config: RunConfig, data_paths: Sequence[str | Path] = ()) -> Inpu
         scored_source=source,
         train_texts=tuple(texts[1]),
         validation_texts=tuple(texts[2]),
+        scored_as_written=tuple(written),
     )
 
 
@@ -367,6 +390,11 @@ def evaluate_run(
     inputs = run_inputs(config, data_paths)
     started = time.perf_counter()
     likelihood = score_tunes(model, vocab, inputs.scored_texts)
+    if config.data.common_root:
+        from musicgen.keyroot import Homes, run_homes
+
+        homes = run_homes(run_dir) or Homes()
+        likelihood = likelihood.with_home_keys(inputs.scored_as_written, homes)
     scoring_seconds = time.perf_counter() - started
     generated, generating_seconds = generate_tunes(model, vocab, sample)
     result = {

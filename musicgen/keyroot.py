@@ -30,6 +30,7 @@ No TensorFlow here: the corpus cache, `evaluate` and the web page use it too.
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -141,6 +142,42 @@ def common_root_texts(texts: Iterable[str]) -> tuple[list[str], Counter]:
         except RenderError as exc:
             skipped[exc.reason] += 1
     return moved, skipped
+
+
+def movable_pairs(texts: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(the texts that can be moved to root C, those texts moved), in the same order."""
+    written, moved = [], []
+    for text in texts:
+        try:
+            moved.append(to_common_root(text)[0])
+        except RenderError:
+            continue
+        written.append(text)
+    return written, moved
+
+
+def home_bits(written_texts: Iterable[str], homes: Homes) -> tuple[float, int]:
+    """What a model at root C must add to score tunes in their own keys.
+
+    Generating, each tune's root is drawn from the home keys of its mode (`move_home`), so the
+    probability of a tune as written is that of the tune at root C times that of its root. Roots
+    are counted by pitch class (the transposer spells them), add-one smoothed over the 12, so a
+    root the training tunes never had in that mode costs bits rather than infinity.
+
+    Returns:
+        (bits of every tune's root, the tunes' characters plus one end-of-tune each).
+    """
+    bits, characters = 0.0, 0
+    for text in written_texts:
+        root, mode = header_root(text) or (ROOT, "")
+        counts = homes.roots.get(mode) or sum(homes.roots.values(), Counter())
+        by_class = Counter()
+        for name, count in counts.items():
+            by_class[pitch_class(name)] += count
+        share = (by_class[pitch_class(root)] + 1) / (sum(by_class.values()) + 12)
+        bits -= math.log2(share)
+        characters += len(text) + 1
+    return bits, characters
 
 
 def common_root_split(train: list, validation: list) -> tuple[list, list, Homes]:

@@ -189,6 +189,12 @@ def summary_lines(result: dict) -> list[str]:
             f"({result.get('scored', '')}); {likelihood['unknown_characters']} characters outside "
             "the vocabulary"
         )
+        if likelihood.get("as_written_bits_per_char") is not None:
+            lines.append(
+                "the model reads tunes at root C; in their own keys (root drawn from the "
+                f"training tunes' keys): {likelihood['as_written_bits_per_char']:.3f} bits per "
+                "character"
+            )
     generated = result["validity"]["generated"]
     real = result["validity"]["real"]
     lines.append(

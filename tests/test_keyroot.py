@@ -21,6 +21,7 @@ from musicgen.keyroot import (
     NO_ROOT,
     Homes,
     common_root_texts,
+    home_bits,
     move_home,
     root_shift,
     seed_to_common_root,
@@ -234,6 +235,15 @@ def test_a_common_root_run_trains_at_c_and_writes_its_tunes_in_the_keys_asked(tm
             read += 1
             assert signatures[0].sharps == 1, text
     assert read >= 1
+    # evaluate judges the model at root C, and gives the bits/char of the tunes as written too.
+    result = invoke("evaluate", "--run-dir", run, "--num", 4, "--max-length", 160,
+                    "--out", tmp_path / "e")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    likelihood = __import__("json").loads((tmp_path / "e" / "evaluation.json").read_text())[
+        "likelihood"
+    ]
+    assert abs(likelihood["as_written_bits_per_char"] - likelihood["bits_per_char"]) < 0.2
+    assert "in their own keys" in result.stdout
     # A mode the corpus never used is refused as for any run.
     one_line_error(invoke("generate", "--run-dir", run, "--key", "Bphr", "--out", tmp_path / "x",
                           "--no-audio"), "--key Bphr")  # fmt: skip
@@ -243,3 +253,19 @@ def test_a_common_root_run_trains_at_c_and_writes_its_tunes_in_the_keys_asked(tm
     one_line_error(invoke("train", "--data", book, "--init", run, "--own-keys", "--run-dir", child),
                    "--own-keys contradicts --init")  # fmt: skip
     assert not child.exists()
+
+
+def test_home_bits_are_what_drawing_the_root_costs():
+    import math
+
+    homes = Homes()
+    for _ in range(7):
+        homes.add(("D", ""))
+    homes.add(("G", ""))
+    bits, characters = home_bits([JIG_IN_D, JIG_IN_D.replace("K:D", "K:G")], homes)
+    # add-one over the 12 roots: D (7 + 1) / 20, G (1 + 1) / 20
+    assert bits == pytest.approx(-math.log2(8 / 20) - math.log2(2 / 20))
+    assert characters == 2 * (len(JIG_IN_D) + 1)
+    # Bb minor never seen in minor: all modes' roots are used, Bb unseen there too
+    bits, _ = home_bits([JIG_IN_D.replace("K:D", "K:Bbm")], homes)
+    assert bits == pytest.approx(-math.log2(1 / 20))
