@@ -135,6 +135,15 @@ def ours_curve(run_dir: Path, validation_texts) -> tuple[list[dict], object, obj
     tf = import_tensorflow()
     config, vocab = load_run(run_dir)
     model = build_model_for(config, policy="float32")
+    written, scored, homes = list(validation_texts), list(validation_texts), None
+    if config.data.common_root:
+        # The model reads tunes at root C: scored on them there, plus the bits of drawing each
+        # tune's root (`keyroot.home_bits`), so the figure is of the tunes as written, as the
+        # reference's is.
+        from musicgen.keyroot import Homes, movable_pairs, run_homes
+
+        written, scored = movable_pairs(validation_texts)
+        homes = run_homes(run_dir) or Homes()
     logged = [(e["step"], e["elapsed"]) for e in read_metrics(run_dir / "metrics.jsonl")]
     state = tf.train.get_checkpoint_state(str(run_dir / "ckpt"))
     curve = []
@@ -143,9 +152,12 @@ def ours_curve(run_dir: Path, validation_texts) -> tuple[list[dict], object, obj
         # Metrics are logged every 10 steps and at the last: the first record at or after `step`.
         seconds = min(elapsed for logged_step, elapsed in logged if logged_step >= step)
         restore_weights(model, path, run_dir)
-        likelihood = score_tunes(model, vocab, validation_texts)
-        curve.append({"step": step, "seconds": seconds, "bits_per_char": likelihood.bits_per_char})
-        log(f"ours: step {step} at {seconds:.0f} s: {likelihood.bits_per_char:.3f}")
+        likelihood = score_tunes(model, vocab, scored)
+        bits = likelihood.bits_per_char
+        if homes is not None:
+            bits = likelihood.with_home_keys(written, homes).as_written_bits_per_char
+        curve.append({"step": step, "seconds": seconds, "bits_per_char": bits})
+        log(f"ours: step {step} at {seconds:.0f} s: {bits:.3f}")
     return curve, model, vocab
 
 
@@ -312,6 +324,7 @@ def judged(evaluation: dict) -> dict:
 def run(settings: Settings, work_dir: Path) -> dict:
     from musicgen.config import SampleConfig
     from musicgen.evaluate import Inputs, evaluate_texts, generate_tunes
+    from musicgen.keyroot import move_home, run_homes
 
     tunes, train, validation = load_tunes(settings)
     validation_texts = [t.text for t in validation]
@@ -336,6 +349,9 @@ def run(settings: Settings, work_dir: Path) -> dict:
         num=settings.num, max_length=settings.max_length or SampleConfig.max_length
     )
     our_texts, _ = generate_tunes(model, vocab, sample)
+    homes = run_homes(our_dir)
+    if homes is not None:  # a root-C model's tunes, moved home as `musicgen generate` moves them
+        our_texts = move_home(our_texts, homes, None, sample.random_seed)
     ref_texts = reference_tunes(reference, settings.num, sample.max_length)
     inputs = Inputs((), "", tuple(t.text for t in train), tuple(validation_texts))
     judged_ours = judged(evaluate_texts(our_texts, inputs))
