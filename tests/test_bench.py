@@ -177,3 +177,22 @@ def test_quick_large_corpus_benchmark_reports_every_figure():
     for section in ("time_per_tune_ratio", "cold_tunes_per_sec", "peak_rss_mb", "pipeline"):
         for where, number in numbers(report[section], section):
             assert number > 0, where
+
+
+@pytest.mark.slow
+def test_quick_finetune_benchmark_judges_every_contender():
+    report = run_quick("finetune.py", timeout=1200)
+    tunebook = report["tunebook"]
+    assert tunebook["collection"] == "essenFolksong"
+    assert tunebook["training"] + tunebook["held_out"] == tunebook["tunes"] > 0
+    contenders = {result["contender"] for result in report["results"]}
+    assert contenders == {"reference", "scratch", "finetuned"}
+    for result in report["results"]:
+        assert 0 < result["held_out_bits_per_char"] < 20
+        assert 0 <= result["valid_share"] <= 1
+        assert result["training"]["steps"] > 0
+    fine = next(r for r in report["results"] if r["contender"] == "finetuned")
+    assert fine["training"]["parent"].startswith("bundled:")
+    # Starting from trained weights, even a tiny model's held-out figure beats 20 s from scratch.
+    scratch = next(r for r in report["results"] if r["contender"] == "scratch")
+    assert fine["held_out_bits_per_char"] < scratch["held_out_bits_per_char"]
