@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgen.errors import AudioError
+from musicgen.errors import AudioError, first_line
 from musicgen.files import atomic_write_bytes
 
 TARGET_PEAK = 10 ** (-1 / 20)  # -1 dBFS: loud, with a little headroom for players that resample
@@ -359,11 +359,7 @@ def _check_playable(path: Path) -> None:
             mido.MidiFile(str(path))
     except Exception as exc:  # wave.Error, EOFError, mido's many kinds for a damaged file
         kind = "WAV" if suffix == ".wav" else "MIDI"
-        raise AudioError(f"{path}: not a readable {kind} file ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AudioError(f"{path}: not a readable {kind} file ({first_line(exc)})") from None
 
 
 def _no_player_message(path: Path) -> str:

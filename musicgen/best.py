@@ -27,7 +27,7 @@ from musicgen.checkpoint import (
     model_weights,
     sync_checkpoint,
 )
-from musicgen.errors import CheckpointError
+from musicgen.errors import CheckpointError, first_line
 from musicgen.tfsetup import import_tensorflow
 
 tf = import_tensorflow()
@@ -136,7 +136,7 @@ class BestCheckpoint:
             self._remove_partial(step)
             raise CheckpointError(
                 f"{self.paths.best}: cannot write the best checkpoint of step {step} "
-                f"({_first_line(exc)}); free some disk space or make the folder writable, then "
+                f"({first_line(exc)}); free some disk space or make the folder writable, then "
                 "run again with --resume"
             ) from None
         return path
@@ -151,8 +151,3 @@ class BestCheckpoint:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

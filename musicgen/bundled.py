@@ -34,7 +34,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from musicgen.errors import CheckpointError
+from musicgen.errors import CheckpointError, first_line
 
 if TYPE_CHECKING:
     import numpy as np  # imported where used: `musicgen --help` stays quick
@@ -197,7 +197,7 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        raise CheckpointError(f"{path}: damaged ({_first_line(exc)}); {_REINSTALL}") from None
+        raise CheckpointError(f"{path}: damaged ({first_line(exc)}); {_REINSTALL}") from None
     odd = [key for key, array in arrays.items() if array.dtype != WEIGHTS_DTYPE]
     if odd:
         raise CheckpointError(
@@ -246,8 +246,3 @@ def exported_from(folder: Path) -> dict:
         return {}
     origin = card.get("exported_from") if isinstance(card, dict) else None
     return origin if isinstance(origin, dict) else {}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from musicgen.config import RunConfig
-from musicgen.errors import CheckpointError, VocabularyError
+from musicgen.errors import CheckpointError, VocabularyError, first_line
 from musicgen.files import atomic_write_text
 from musicgen.rundir import RunPaths
 from musicgen.tfsetup import import_tensorflow
@@ -89,7 +89,7 @@ def verify_checkpoint(prefix: str) -> None:
             reader.get_tensor(name)
     except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as exc:
         # A truncated data file surfaces as IndexError ("Read less bytes than requested").
-        raise CheckpointError(f"{prefix}: damaged ({_first_line(exc)})") from None
+        raise CheckpointError(f"{prefix}: damaged ({first_line(exc)})") from None
 
 
 def usable_checkpoint(run_dir: Path, warn: Callable[[str], object] | None = None) -> str | None:
@@ -398,7 +398,7 @@ def restore_weights(model, checkpoint_path: str, source: Path) -> None:
     try:
         saved = {name: tuple(shape) for name, shape in tf.train.list_variables(checkpoint_path)}
     except (tf.errors.OpError, ValueError) as exc:
-        raise CheckpointError(f"{source}: checkpoint unreadable ({_first_line(exc)})") from None
+        raise CheckpointError(f"{source}: checkpoint unreadable ({first_line(exc)})") from None
     weights = model_weights(model)
     _check_weights_fit(model, weights, saved, source)
     try:
@@ -406,7 +406,7 @@ def restore_weights(model, checkpoint_path: str, source: Path) -> None:
         tf.train.Checkpoint(**{WEIGHTS_KEY: weights}).restore(checkpoint_path).expect_partial()
     except (ValueError, IndexError, tf.errors.OpError) as exc:
         # A truncated data file surfaces as IndexError ("Read less bytes than requested").
-        message = f"{source}: cannot restore the weights ({_first_line(exc)})"
+        message = f"{source}: cannot restore the weights ({first_line(exc)})"
         raise CheckpointError(message) from None
 
 
@@ -453,11 +453,6 @@ def _check_weights_fit(model, weights: dict, saved: dict, source: Path) -> None:
 def _checkpoint_key(weight_key: str) -> str:
     # TensorFlow escapes "/" inside a dict key as ".S" when it names the checkpointed value.
     return f"{WEIGHTS_KEY}/{weight_key.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 CHECKPOINT_CHOICES = ("best", "last")

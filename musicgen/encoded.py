@@ -48,7 +48,7 @@ import numpy as np
 from musicgen import __version__
 from musicgen.augment import AugmentReport, copy_source, transposed_copies
 from musicgen.corpus import CorpusReport, corpus_files, empty_report, stream_corpus, unkeep
-from musicgen.errors import CorpusError, ParseError, RenderError, VocabularyError
+from musicgen.errors import CorpusError, ParseError, RenderError, VocabularyError, first_line
 from musicgen.keyroot import Homes, to_common_root, unmovable_error
 from musicgen.midi_in import DEFAULT_GRID
 from musicgen.vocab import BOS, EOS, SPECIAL_TOKENS, Vocabulary
@@ -640,7 +640,7 @@ def _open(folder: Path, key: str, files, *, from_cache: bool) -> EncodedCorpus:
             homes=Homes.from_json(record["homes"]) if "homes" in record else None,
         )
     except (OSError, ValueError, EOFError, KeyError, TypeError, IndexError) as exc:
-        raise _Unusable(_first_line(exc)) from None
+        raise _Unusable(first_line(exc)) from None
     except VocabularyError as exc:
         raise _Unusable(f"corpus.json: {exc}") from None
 
@@ -703,8 +703,3 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

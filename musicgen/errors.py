@@ -9,6 +9,13 @@ class MusicgenError(Exception):
     """Base class: a problem the user can fix, described in one line."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (TensorFlow's errors: of their `message`), or
+    its type's name when it has none: what a one-line error quotes of a lower-level failure."""
+    text = str(getattr(exc, "message", exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ConfigError(MusicgenError):
     """A setting is of the wrong type or out of range; `field` names the setting."""
 

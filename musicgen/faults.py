@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgen.errors import CheckpointError, TrainingError
+from musicgen.errors import CheckpointError, TrainingError, first_line
 from musicgen.rundir import RunPaths
 
 
@@ -79,7 +79,7 @@ def write_failure(exc: Exception) -> str:
     and temporary file name."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    text = _first_line(getattr(exc, "message", exc))
+    text = first_line(getattr(exc, "message", exc))
     # "{{function_node ...}} .../ckpt-70_temp/part-...; No space left on device [Op:SaveV2]"
     text = re.sub(r"\s*\[Op:\w+\]$", "", re.sub(r"^\{\{[^}]*\}\}\s*", "", text))
     return text.rsplit("; ", 1)[-1]
@@ -104,9 +104,4 @@ def remove_partial_checkpoint(paths: RunPaths, step: int, previous: str | None) 
 
 
 def checkpoint_error(path: str, exc: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path}: cannot resume from this checkpoint ({_first_line(exc)})")
-
-
-def _first_line(exc: object) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return CheckpointError(f"{path}: cannot resume from this checkpoint ({first_line(exc)})")

@@ -79,7 +79,7 @@ import mido
 
 from musicgen import theory
 from musicgen.abc import Tune, parse_tune
-from musicgen.errors import ParseError
+from musicgen.errors import ParseError, first_line
 
 MIDI_SUFFIXES = (".mid", ".midi")
 MIDI_REASONS = frozenset(
@@ -256,7 +256,7 @@ def _parse(data: bytes, source: str) -> mido.MidiFile:
     # KeyError, IndexError, its KeySignatureError...): all of them mean "not a readable MIDI file".
     except Exception as error:  # noqa: BLE001
         raise ParseError(
-            f"{source}: not a readable MIDI file ({_first_line(error)}); re-export it as a "
+            f"{source}: not a readable MIDI file ({_short_first_line(error)}); re-export it as a "
             "standard MIDI file",
             "midi-corrupt",
         ) from None
@@ -279,11 +279,6 @@ def _parse(data: bytes, source: str) -> mido.MidiFile:
             "midi-smpte",
         )
     return midi
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0][:80] if text else "") or type(error).__name__
 
 
 def _collect(midi: mido.MidiFile, source: str) -> _Content:
@@ -820,3 +815,7 @@ class _BodyWriter:
             self.marks[(letter, octave)] = alter
             self.letter_marks[letter] = alter
         return mark + name + length + ("-" if piece.tied else "")
+
+
+def _short_first_line(error: Exception) -> str:
+    return first_line(error)[:80]
