@@ -181,12 +181,14 @@ def _quiet_matplotlib() -> None:
 
 
 def _latest_run(root: Path) -> Path:
-    runs = sorted((p.parent for p in root.glob("*/config.json")), key=lambda p: p.stat().st_mtime)
+    from musicgen.rundir import runs_under
+
+    runs = runs_under(root)
     if not runs:
         raise MusicgenError(
             f"no trained run under {root}/; run `musicgen train` first or pass --run-dir"
         )
-    return runs[-1]
+    return runs[0]
 
 
 def _model_dir(run_dir: Path | None, notes: list[str]) -> Path:

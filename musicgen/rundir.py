@@ -80,6 +80,16 @@ def is_musicgen_config(path: Path) -> bool:
     return isinstance(raw, dict) and _CONFIG_KEYS <= set(raw)
 
 
+def runs_under(root: Path) -> list[Path]:
+    """The run directories directly under `root` (each with a config.json), newest first (by the
+    directory's modification time); [] when `root` is not a folder. `generate` takes the first,
+    the page offers them all."""
+    if not Path(root).is_dir():
+        return []
+    found = (path.parent for path in Path(root).glob("*/config.json"))
+    return sorted(found, key=lambda run: run.stat().st_mtime, reverse=True)
+
+
 def check_run_dir(run_dir: Path, *, resume: bool) -> None:
     """Refuses a run directory that is not musicgen's (see the module's docstring).
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from musicgen.errors import MusicgenError
+from musicgen.rundir import runs_under
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,7 @@ def model_choices(
         choices.sort(key=lambda choice: not _same(choice.run_dir, Path(run_dir)))
         if not (choices and _same(choices[0].run_dir, Path(run_dir))):
             runs.append(Path(run_dir))
-    if Path(checkpoints).is_dir():
-        found = sorted(
-            (p.parent for p in Path(checkpoints).glob("*/config.json")),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        runs += [p for p in found if not any(_same(p, r) for r in runs)]
+    runs += [p for p in runs_under(Path(checkpoints)) if not any(_same(p, r) for r in runs)]
     run_choices = _named(runs, taken={c.id for c in choices})
     run_first = run_dir is not None and runs[:1] == [Path(run_dir)]
     choices = run_choices[:1] + choices + run_choices[1:] if run_first else choices + run_choices
