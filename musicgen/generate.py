@@ -239,7 +239,11 @@ class Generator:
 
 
 def generate_at_home(
-    generator: Generator, seed_text: str, sample: SampleConfig, config: RunConfig, run_dir: Path
+    generator: Generator,
+    seed_text: str,
+    sample: SampleConfig,
+    config: RunConfig | None,
+    run_dir: Path,
 ) -> list[str]:
     """`generator.generate`, for a run trained with `common_root` (`musicgen.keyroot`) with the
     seed first moved to root C and every tune then moved to the seed's root, or to one of the home
@@ -248,7 +252,7 @@ def generate_at_home(
     Raises:
         GenerationError: as `Generator.generate`, or the seed's key or music cannot be read.
     """
-    if not config.data.common_root:
+    if config is None or not config.data.common_root:
         return generator.generate(seed_text, sample)
     try:
         rooted, root = seed_to_common_root(seed_text)
