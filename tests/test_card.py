@@ -96,8 +96,9 @@ def test_info_shows_what_the_run_files_hold(run_dir, tmp_path, monkeypatch):
     assert text.exit_code == 0, text.stderr
     lines = text.stdout.splitlines()
     assert [line.split()[0] for line in lines] == [
-        "model", "data", "training", "validation", "evaluation",
+        "model", "data", "training", "validation", "evaluation", "reads",
     ]  # fmt: skip
+    assert lines[5].split(None, 1)[1] == "windows of 64 characters from anywhere"
     assert f"{model.count_params():,} parameters" in lines[0]
     assert "50 tunes" in lines[1] and "oneills1850 50" in lines[1]
     assert "40 steps of 40" in lines[2]
@@ -133,7 +134,9 @@ def test_info_shows_the_evaluation_and_evaluate_puts_it_on_the_card(run_dir, tmp
     stored = json.loads((run_dir / "card.json").read_text())
     assert stored["evaluation"] == figures
 
-    text = invoke("info", run_dir).stdout.splitlines()[-1]
+    text = next(
+        line for line in invoke("info", run_dir).stdout.splitlines() if "evaluation" in line
+    )
     assert f"{100 * generated['valid_share']:.1f}% of 4 generated tunes pass every check" in text
     copying = evaluation["novelty"]["generated"]["copying_share"]
     assert f"{100 * copying:.1f}% copy a 4-bar phrase" in text
