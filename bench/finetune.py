@@ -45,6 +45,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from form_candidates import train_for  # noqa: E402  (the same calibrated, budgeted training)
+
 COLLECTION = "essenFolksong"
 TARGET_VALID = 0.95
 HELD_OUT_FRACTION = 0.1  # about 70 of 700 tunes
@@ -91,38 +93,6 @@ def contender_config(name: str, book: Path):
     rate = finetune_defaults(parent, config.train.batch_size, data.seq_length)["learning_rate"]
     train = dataclasses.replace(config.train, learning_rate=rate)
     return dataclasses.replace(config, train=train), parent.label
-
-
-def train_for(config, tunes, run_dir: Path, steps: int, *, measure: bool = False) -> dict:
-    from musicgen.metrics import read_metrics
-    from musicgen.train import train
-
-    train_config = dataclasses.replace(
-        config.train,
-        steps=steps,
-        warmup_steps=min(config.train.warmup_steps, max(1, steps // 5)),
-        eval_every=steps if measure else min(config.train.eval_every, steps),
-        checkpoint_every=steps if measure else config.train.checkpoint_every,
-        valid_sample=0 if measure else config.train.valid_sample,
-    )
-    config = dataclasses.replace(config, train=train_config)
-    before = load_average()
-    result = train(config, tunes, run_dir, progress=False, log=lambda m: log(f"  {m}"))
-    record = {
-        "steps": result.step,
-        "seconds": result.elapsed,
-        "chars_per_sec": result.chars_per_sec,
-        "load_average_start": before,
-        "load_average_end": load_average(),
-    }
-    if measure:
-        logged = [(e["step"], e["elapsed"]) for e in read_metrics(run_dir / "metrics.jsonl")]
-        logged = [(step, elapsed) for step, elapsed in logged if 10 <= step < steps]
-        if len(logged) < 2:
-            raise SystemExit("--calibration-steps must be at least 30")
-        (first, began), (last, ended) = logged[0], logged[-1]
-        record["seconds_per_step"] = (ended - began) / (last - first)
-    return record
 
 
 def judge_ours(run_dir: Path, held_out: list[str], train_texts: list[str], num: int) -> dict:

@@ -167,14 +167,21 @@ def home_bits(written_texts: Iterable[str], homes: Homes) -> tuple[float, int]:
     Returns:
         (bits of every tune's root, the tunes' characters plus one end-of-tune each).
     """
+    classes: dict[str, Counter] = {}  # mode -> pitch class of the root -> tunes
+
+    def by_class(mode: str) -> Counter:
+        if mode not in classes:
+            counts = homes.roots.get(mode) or sum(homes.roots.values(), Counter())
+            classes[mode] = Counter()
+            for name, count in counts.items():
+                classes[mode][pitch_class(name)] += count
+        return classes[mode]
+
     bits, characters = 0.0, 0
     for text in written_texts:
         root, mode = header_root(text) or (ROOT, "")
-        counts = homes.roots.get(mode) or sum(homes.roots.values(), Counter())
-        by_class = Counter()
-        for name, count in counts.items():
-            by_class[pitch_class(name)] += count
-        share = (by_class[pitch_class(root)] + 1) / (sum(by_class.values()) + 12)
+        roots = by_class(mode)
+        share = (roots[pitch_class(root)] + 1) / (sum(roots.values()) + 12)
         bits -= math.log2(share)
         characters += len(text) + 1
     return bits, characters
