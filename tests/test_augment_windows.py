@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +27,7 @@ from musicgen.abc import read_text_file, split_tunebook  # noqa: E402
 from musicgen.augment import augment_tunes, parse_shifts  # noqa: E402
 from musicgen.checkpoint import build_model_for  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from musicgen.corpus import corpus_files  # noqa: E402
+from musicgen.corpus import corpus_files, music21_corpus_folder  # noqa: E402
 from musicgen.dataset import (  # noqa: E402
     Shard,
     bucket_widths,
@@ -45,9 +44,7 @@ from musicgen.steps import loss_sum, train_step  # noqa: E402
 from musicgen.train import train  # noqa: E402
 from musicgen.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402
 
-TUNEBOOK = Path(__file__).resolve().parents[1] / (
-    ".venv/lib/python3.11/site-packages/music21/corpus/oneills1850/0001-0050.abc"
-)
+TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 SHIFTS = (-3, 2)
 
 

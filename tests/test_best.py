@@ -35,15 +35,14 @@ from musicgen.checkpoint import (  # noqa: E402
 )
 from musicgen.cli import main  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from musicgen.corpus import music21_corpus_folder  # noqa: E402
 from musicgen.distribute import Distribution  # noqa: E402
 from musicgen.errors import CheckpointError, ConfigError, MusicgenError  # noqa: E402
 from musicgen.train import train  # noqa: E402
 from musicgen.validity import MAX_LENGTH, ValiditySampler  # noqa: E402
 from musicgen.vocab import Vocabulary  # noqa: E402
 
-TUNEBOOK = Path(__file__).resolve().parents[1] / (
-    ".venv/lib/python3.11/site-packages/music21/corpus/oneills1850/0001-0050.abc"
-)
+TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 STEPS = 80
 RISING = RunConfig(
     data=DataConfig(seq_length=64),

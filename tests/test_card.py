@@ -16,10 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from musicgen.cli import main  # noqa: E402
 from musicgen.config import RunConfig  # noqa: E402
+from musicgen.corpus import music21_corpus_folder  # noqa: E402
 
-TUNEBOOK = Path(__file__).resolve().parents[1] / (
-    ".venv/lib/python3.11/site-packages/music21/corpus/oneills1850/0001-0050.abc"
-)
+TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 TINY = ["--embedding-dim", "8", "--units", "32", "--layers", "1", "--batch-size", "16"]
 TINY += ["--seq-length", "64", "--eval-every", "10", "--checkpoint-every", "20"]
 TINY += ["--learning-rate", "0.03", "--random-seed", "7", "--valid-sample", "2"]
