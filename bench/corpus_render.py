@@ -5,9 +5,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
+
+from provenance import print_json
 
 from musicgen.corpus import load_corpus
 from musicgen.errors import RenderError
@@ -27,19 +28,17 @@ def main() -> None:
             failures[exc.reason] += 1
     render_seconds = time.perf_counter() - started
     rendered = len(tunes) - sum(failures.values())
-    print(
-        json.dumps(
-            {
-                "ingest": report.summary(),
-                "ingest_seconds": round(ingest_seconds, 2),
-                "tunes": len(tunes),
-                "rendered": rendered,
-                "rendered_share": round(rendered / len(tunes), 4),
-                "failures_by_reason": dict(failures.most_common()),
-                "render_ms_per_tune": round(1000 * render_seconds / len(tunes), 3),
-            },
-            indent=2,
-        )
+    print_json(
+        {
+            "ingest": report.summary(),
+            "ingest_seconds": round(ingest_seconds, 2),
+            "tunes": len(tunes),
+            "rendered": rendered,
+            "rendered_share": round(rendered / len(tunes), 4),
+            "failures_by_reason": dict(failures.most_common()),
+            "render_ms_per_tune": round(1000 * render_seconds / len(tunes), 3),
+        },
+        indent=2,
     )
 
 

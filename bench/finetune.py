@@ -46,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from form_candidates import train_for  # noqa: E402  (the same calibrated, budgeted training)
+from provenance import print_json  # noqa: E402
 
 COLLECTION = "essenFolksong"
 TARGET_VALID = 0.95
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
         },  # fmt: skip
         "seconds": time.perf_counter() - started,
     }
-    print(json.dumps(output, indent=1))
+    print_json(output)
     return output
 
 

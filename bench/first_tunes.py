@@ -21,7 +21,6 @@ stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from provenance import print_json
 
 TARGET_SECONDS = 30.0
 TUNES = 4
@@ -143,7 +144,7 @@ def main() -> None:
         },  # fmt: skip
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
     }
-    print(json.dumps(report, indent=1))
+    print_json(report)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
+
+from provenance import print_json
 
 
 def log(message: str) -> None:
@@ -134,8 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["headline"] = headline(result)
         output["runs"].append(result)
     output["seconds"] = time.perf_counter() - started
-    json.dump(output, sys.stdout, indent=1)
-    sys.stdout.write("\n")
+    print_json(output)
     return output
 
 

@@ -46,6 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import form as form_bench  # noqa: E402  (bench/form.py)
+from provenance import print_json  # noqa: E402
 
 DEFAULT_SHIFTS = "-5..6"  # every tune in all 12 keys, as near its own as it goes
 FIFTHS = (-5, 5)  # a fourth down and up: D major becomes A major and G major
@@ -381,8 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
         "table_markdown": markdown,
         "seconds": time.perf_counter() - started,
     }
-    json.dump(output, sys.stdout, indent=1)
-    sys.stdout.write("\n")
+    print_json(output)
     print(markdown, file=sys.stderr)
     return output
 

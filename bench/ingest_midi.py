@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import print_json
+
 FILES = 1200
 QUICK_FILES = 120
 REFERENCE_FILES = 200
@@ -152,7 +154,7 @@ def main() -> None:
             round(ours["files_per_sec"] / theirs["files_per_sec"], 2) if theirs else None
         ),
     }
-    print(json.dumps(report, indent=2))
+    print_json(report, indent=2)
 
 
 if __name__ == "__main__":

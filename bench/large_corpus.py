@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import print_json
+
 SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (2_000, 5_000)
 IN_MEMORY_UP_TO = 100_000
@@ -307,7 +309,7 @@ def main() -> None:
         "pipeline": measured["pipeline"],
         "sizes": measured["sizes"],
     }
-    print(json.dumps(report, indent=2))
+    print_json(report, indent=2)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from parts import Settings, generate_reference, log, measure_training, peak_rss_mb, rate
+from provenance import print_json
 
 KINDS = ("lstm", "transformer")
 FLAG_VARIANTS = ("float32", "mixed_precision", "xla")
@@ -425,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
-    print(json.dumps(report, indent=2))
+    print_json(report, indent=2)
 
 
 if __name__ == "__main__":

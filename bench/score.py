@@ -19,6 +19,8 @@ import sys
 import time
 from collections import Counter
 
+from provenance import print_json
+
 from musicgen.corpus import load_corpus
 from musicgen.score import VEROVIO_OPTIONS, Engraver, engraving_text
 
@@ -69,7 +71,7 @@ def main() -> None:
         "raw_verovio_in_process_safe_text": _raw_here([engraving_text(t) for t in sample]),
         "raw_verovio_as_written_child_process": _raw(sample),
     }
-    print(json.dumps(figures, indent=2))
+    print_json(figures, indent=2)
 
 
 def _isolated(texts: list[str], batch: int) -> tuple[dict, list]:

@@ -35,6 +35,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from provenance import print_json
+
 ROOT = Path(__file__).resolve().parent.parent
 WARM_TARGET_S = 2.0
 
@@ -257,7 +259,7 @@ def main() -> None:
         "warm_request": warm,
         "clean_exit_on_ctrl_c": exit_code == 0,
     }
-    print(json.dumps(result, indent=1))
+    print_json(result)
 
 
 if __name__ == "__main__":

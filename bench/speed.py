@@ -24,6 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from parts import Settings, log, run_part
+from provenance import print_json
 
 # Reference and ours side by side; each pair is run A B, then B A in the next round.
 COMPARED = (
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.part:
         print(json.dumps(run_part(args.part, args.work_dir, settings)))
     else:
-        print(json.dumps(run_all(settings, args.quick), indent=2))
+        print_json(run_all(settings, args.quick), indent=2)
 
 
 if __name__ == "__main__":

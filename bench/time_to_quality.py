@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import print_json  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -485,7 +485,7 @@ def main(argv=None) -> None:
         work_dir = args.keep or Path(folder)
         result = run(settings, work_dir)
     result["seconds"] = time.perf_counter() - started
-    print(json.dumps(result, indent=1))
+    print_json(result)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import musicgen
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -80,7 +82,14 @@ def run_quick(script: str, timeout: int) -> dict:
         timeout=timeout,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    report = json.loads(done.stdout)
+    # Every bench JSON names the commit and version its figures come from.
+    commit = subprocess.run(
+        ["git", "-C", str(BENCH.parent), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert report["provenance"]["git_commit"] == (commit or None)
+    assert report["provenance"]["musicgen_version"] == musicgen.__version__
+    return report
 
 
 @pytest.mark.slow
