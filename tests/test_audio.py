@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import stat
-import time
 import wave
 from pathlib import Path
 
@@ -133,25 +132,21 @@ def test_builtin_tone_has_harmonics_and_an_envelope(tmp_path, builtin_only):
     assert np.max(np.abs(samples[int(1.5 * rate) :])) < 0.01
 
 
-def test_a_one_minute_tune_renders_in_seconds(tmp_path):
+def test_a_one_minute_tune_renders_whole(tmp_path):
+    # How fast is bench/first_tunes.py's question; here: all 65 s of it, audible throughout.
     midi_path = tmp_path / "long.mid"
     performance = abc_to_midi(LONG_TUNE.read_text(), midi_path)
     assert performance.duration > 60
-    started = time.perf_counter()
     result = midi_to_wav(midi_path, tmp_path / "long.wav")
-    elapsed = time.perf_counter() - started
-    print(f"\n{performance.duration:.0f} s tune -> WAV with {result.engine} in {elapsed:.2f} s")
-    assert elapsed < 8.0
+    check_tune_audio(tmp_path / "long.wav", result, performance)
 
 
-def test_builtin_one_minute_tune_renders_in_seconds(tmp_path, builtin_only):
+def test_builtin_one_minute_tune_renders_whole(tmp_path, builtin_only):
     midi_path = tmp_path / "long.mid"
-    abc_to_midi(LONG_TUNE.read_text(), midi_path)
-    started = time.perf_counter()
-    midi_to_wav(midi_path, tmp_path / "long.wav")
-    elapsed = time.perf_counter() - started
-    print(f"\nbuilt-in synthesizer: {elapsed:.2f} s")
-    assert elapsed < 8.0
+    performance = abc_to_midi(LONG_TUNE.read_text(), midi_path)
+    result = midi_to_wav(midi_path, tmp_path / "long.wav")
+    assert result.engine == "builtin"
+    check_tune_audio(tmp_path / "long.wav", result, performance)
 
 
 def test_explicit_soundfont_and_sample_rate(reel, tmp_path):

@@ -105,7 +105,7 @@ def test_unbalanced_repeats_fail():
     last = body[3].replace("gfef:|2", "gfef|2", 1).replace("G2||", "G2|")
     tune_text = "\n".join([*header, *body[:2], second, last])
     results, _ = checks.check_tune(tune_text)
-    assert results["repeats"] is not None
+    assert results["repeats"] == "a |: is never closed by a :|"
     # Two |: with no :| between them.
     results, _ = checks.check_tune(NORTHERN_LASSES.replace("gG ((3GGG)", "|:gG ((3GGG)"))
     assert results["repeats"] == "a |: is followed by another |: with no :| between them"

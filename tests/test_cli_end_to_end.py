@@ -2,6 +2,7 @@
 resume it, generate tunes, render and play files; outputs read back with mido and pretty_midi."""
 
 import json
+import re
 from pathlib import Path
 
 import mido
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 
 from musicgen.abc import read_text_file, split_tunebook
 from musicgen.cli import main
-from musicgen.corpus import default_corpus_files
+from musicgen.corpus import default_corpus_files, load_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +31,9 @@ def run_dir(oneills_file, tmp_path_factory) -> Path:
     args = ["train", "--data", str(oneills_file), "--run-dir", str(run), "--steps", "40", *TINY]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output + result.stderr
-    assert "kept 50" in result.stderr or "kept 4" in result.stderr
+    # The count train reports is the count the corpus reader keeps from that tunebook.
+    tunes, _ = load_corpus([oneills_file])
+    assert re.search(r"\bkept (\d+)\b", result.stderr).group(1) == str(len(tunes))
     return run
 
 
@@ -100,6 +103,9 @@ def test_generate_rejects_bad_settings_in_one_line(run_dir, tmp_path, option):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2  # a usage error, as click numbers them
     assert result.stderr.startswith("musicgen: error: ") and result.stderr.count("\n") == 1
+    # The line names the option that is wrong, and nothing was written.
+    assert option[0] in result.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_render_and_play_a_real_tune(oneills_file, tmp_path, monkeypatch):
@@ -120,5 +126,7 @@ def test_render_and_play_a_real_tune(oneills_file, tmp_path, monkeypatch):
     monkeypatch.setattr("musicgen.audio.find_player", lambda suffix=".wav": ["false"])
     failed = CliRunner().invoke(main, ["play", str(wav)])
     assert failed.exit_code == 1 and failed.stderr.count("\n") == 1
+    assert f"false could not play {wav}" in failed.stderr
     missing = CliRunner().invoke(main, ["play", str(tmp_path / "nothing.wav")])
-    assert missing.exit_code == 1 and "nothing.wav" in missing.stderr
+    assert missing.exit_code == 1 and missing.stderr.count("\n") == 1
+    assert f"no such file to play: {tmp_path / 'nothing.wav'}" in missing.stderr
