@@ -367,6 +367,38 @@ def make_tune_dataset(
     return batches.map(read, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def make_tune_evaluation_dataset(ids: np.ndarray, seq_length: int, batch_size: int,
+                                 buckets: int = 1):  # fmt: skip
+    """Every tune of a stream once, as whole-tune windows from its BOS (see `tune_pieces`), for
+    validation: the windows a whole-tune run trains on, each tune scored from its start with the
+    zero state, as generation starts a tune. Finite and in a fixed order: shuffled once with a
+    fixed seed, so the first batches (`eval_batches` of them) are a fair sample of the tunes, then
+    sorted by length within runs of BATCHES_PER_LENGTH_GROUP batches, so a batch holds tunes of
+    similar length and little padding. PAD targets add nothing to the loss.
+
+    Returns:
+        A `tf.data.Dataset` of (inputs, targets), int32 (up to batch_size, width), width one of
+        `bucket_widths(seq_length, buckets)`; empty when no tune holds a character to predict.
+    """
+    piece_starts, piece_lengths = tune_pieces(tune_start_positions(ids), len(ids), seq_length)
+    order = np.random.default_rng(0).permutation(len(piece_lengths))
+    group = batch_size * BATCHES_PER_LENGTH_GROUP
+    for lo in range(0, len(order), group):
+        chunk = order[lo : lo + group]
+        order[lo : lo + group] = chunk[np.argsort(piece_lengths[chunk], kind="stable")]
+    batches = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
+    widths = bucket_widths(seq_length, buckets)
+    read = _piece_reader(ids, piece_starts, piece_lengths)
+
+    def windows():
+        for pieces in batches:
+            width = widths[np.searchsorted(widths, piece_lengths[pieces].max() - 1)]
+            yield pieces.astype(np.int64), np.int64(width)
+
+    signature = (tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64))
+    return tf.data.Dataset.from_generator(windows, output_signature=signature).map(read)
+
+
 def _piece_reader(ids: np.ndarray, piece_starts: np.ndarray, piece_lengths: np.ndarray):
     """A function from ((batch,) piece indices, width) to (inputs, targets), PAD past each piece."""
     if isinstance(ids, np.memmap):

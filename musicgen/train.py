@@ -49,6 +49,7 @@ from musicgen.dataset import (
     encode_stream,
     make_dataset,
     make_tune_dataset,
+    make_tune_evaluation_dataset,
     require_windows,
     split_tunes,
     tune_pieces,
@@ -500,6 +501,13 @@ class _Streams:
             train = training_batches()
         if len(self.validation) < 2:
             return train, None
+        if self.whole_tunes:
+            # Validated as trained: each tune from its start. Stream windows would start mid-tune
+            # and run past an EOS, which whole-tune training never shows the model.
+            validation = make_tune_evaluation_dataset(
+                self.validation, self.seq_length, batch_size, self.length_buckets
+            )
+            return train, validation
         # A short validation split gets shorter windows rather than none: the LSTM takes any length.
         window = min(self.seq_length, len(self.validation) - 1)
         return train, make_dataset(self.validation, window, batch_size, shuffle=False)

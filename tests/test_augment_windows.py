@@ -25,7 +25,7 @@ import musicgen.train as train_module  # noqa: E402
 from musicgen import render  # noqa: E402
 from musicgen.abc import read_text_file, split_tunebook  # noqa: E402
 from musicgen.augment import augment_tunes, parse_shifts  # noqa: E402
-from musicgen.checkpoint import build_model_for  # noqa: E402
+from musicgen.checkpoint import build_model_for, load_for_inference  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from musicgen.corpus import corpus_files, music21_corpus_folder  # noqa: E402
 from musicgen.dataset import (  # noqa: E402
@@ -40,6 +40,7 @@ from musicgen.dataset import (  # noqa: E402
 )
 from musicgen.encoded import cache_key, load_encoded_corpus  # noqa: E402
 from musicgen.errors import ConfigError  # noqa: E402
+from musicgen.evaluate import score_tunes  # noqa: E402
 from musicgen.steps import loss_sum, train_step  # noqa: E402
 from musicgen.train import train  # noqa: E402
 from musicgen.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402
@@ -324,6 +325,26 @@ def test_resume_ends_bit_identical_with_augmentation_and_whole_tunes(tunes, tmp_
     for name, value in expected.items():
         assert np.array_equal(finished[name], value), name
     assert reference.val_bits_per_char is not None and np.isfinite(reference.val_bits_per_char)
+
+
+@pytest.mark.slow
+def test_whole_tune_runs_validate_each_tune_from_its_start(tunes, tmp_path):
+    # The logged validation of a whole-tune run is evaluate's score of the validation tunes, each
+    # whole from its BOS: not stream windows that start mid-tune and run past an EOS.
+    config = dataclasses.replace(
+        TINY,
+        # Every tune fits in 1,024; a fifth of the tunes validate.
+        data=dataclasses.replace(
+            TINY.data, transpose=(), seq_length=1024, validation_fraction=0.2
+        ),
+        train=dataclasses.replace(TINY.train, eval_batches=100),
+    )
+    result = train(config, tunes, tmp_path / "run", progress=False, log=lambda message: None)
+    model, vocab, _ = load_for_inference(tmp_path / "run")
+    validation = split_tunes(tunes, config.data.validation_fraction)[1]
+    likelihood = score_tunes(model, vocab, [tune.text for tune in validation])
+    assert likelihood.tunes == len(validation) >= 5
+    assert result.val_bits_per_char == pytest.approx(likelihood.bits_per_char, rel=1e-4)
 
 
 @pytest.mark.slow
