@@ -279,6 +279,13 @@ def bucket_widths(seq_length: int, buckets: int) -> np.ndarray:
     return np.unique(np.minimum(seq_length, step * np.arange(1, buckets + 1)))
 
 
+def _sort_within_groups(order: np.ndarray, lengths: np.ndarray, group: int) -> None:
+    """Sorts `order` (indices into `lengths`) by length within each run of `group`, in place."""
+    for lo in range(0, len(order), group):
+        chunk = order[lo : lo + group]
+        order[lo : lo + group] = chunk[np.argsort(lengths[chunk], kind="stable")]
+
+
 def whole_tune_batches(lengths: np.ndarray, batch_size: int, seq_length: int, buckets: int,
                        seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One pass's batches of pieces: (piece indices (batches, batch_size), width of each batch).
@@ -296,10 +303,7 @@ def whole_tune_batches(lengths: np.ndarray, batch_size: int, seq_length: int, bu
     total = -(-count // batch_size) * batch_size
     order = np.resize(order, total)  # repeats from the start to fill the last batch
     if buckets > 1:
-        group = batch_size * BATCHES_PER_LENGTH_GROUP
-        for lo in range(0, total, group):
-            chunk = order[lo : lo + group]
-            order[lo : lo + group] = chunk[np.argsort(lengths[chunk], kind="stable")]
+        _sort_within_groups(order, lengths, batch_size * BATCHES_PER_LENGTH_GROUP)
     batches = order.reshape(-1, batch_size)
     batches = batches[rng.permutation(len(batches))]
     widths = bucket_widths(seq_length, buckets)
@@ -382,10 +386,7 @@ def make_tune_evaluation_dataset(ids: np.ndarray, seq_length: int, batch_size: i
     """
     piece_starts, piece_lengths = tune_pieces(tune_start_positions(ids), len(ids), seq_length)
     order = np.random.default_rng(0).permutation(len(piece_lengths))
-    group = batch_size * BATCHES_PER_LENGTH_GROUP
-    for lo in range(0, len(order), group):
-        chunk = order[lo : lo + group]
-        order[lo : lo + group] = chunk[np.argsort(piece_lengths[chunk], kind="stable")]
+    _sort_within_groups(order, piece_lengths, batch_size * BATCHES_PER_LENGTH_GROUP)
     batches = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
     widths = bucket_widths(seq_length, buckets)
     read = _piece_reader(ids, piece_starts, piece_lengths)
