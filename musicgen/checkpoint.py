@@ -24,12 +24,11 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from musicgen.config import RunConfig
-from musicgen.errors import CheckpointError, VocabularyError, first_line
+from musicgen.errors import CheckpointError, VocabularyError, first_line, print_to_stderr
 from musicgen.files import atomic_write_text
 from musicgen.rundir import RunPaths
 from musicgen.tfsetup import import_tensorflow
@@ -104,7 +103,7 @@ def usable_checkpoint(run_dir: Path, warn: Callable[[str], object] | None = None
     Raises:
         CheckpointError: there are checkpoints but every one of them is damaged.
     """
-    warn = warn or _print_to_stderr
+    warn = warn or print_to_stderr
     candidates = checkpoint_candidates(run_dir)
     problems = []
     for prefix in candidates:
@@ -173,10 +172,6 @@ def remove_leftovers(run_dir: Path) -> list[Path]:
         else:
             path.unlink(missing_ok=True)
     return leftovers
-
-
-def _print_to_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def prepare_run_dir(run_dir: Path, config: RunConfig, vocab: Vocabulary, *, resume: bool) -> None:
@@ -530,7 +525,7 @@ def choose_checkpoint(
         raise CheckpointError(f"unknown checkpoint {which!r}; use one of {CHECKPOINT_CHOICES}")
     if is_bundled_folder(run_dir):
         return bundled_checkpoint(Path(run_dir))
-    warn = warn or _print_to_stderr
+    warn = warn or print_to_stderr
     paths = RunPaths(Path(run_dir))
     latest = latest_checkpoint(paths.root)
     note = ""

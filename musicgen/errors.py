@@ -4,6 +4,8 @@ The CLI turns any MusicgenError into one line on stderr and a non-zero exit; any
 and keeps its traceback.
 """
 
+import sys
+
 
 class MusicgenError(Exception):
     """Base class: a problem the user can fix, described in one line."""
@@ -14,6 +16,11 @@ def first_line(exc: BaseException) -> str:
     its type's name when it has none: what a one-line error quotes of a lower-level failure."""
     text = str(getattr(exc, "message", exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def print_to_stderr(message: str) -> None:
+    """Where a library function's one-line warnings and notes go when its caller gives no `log`."""
+    print(message, file=sys.stderr, flush=True)
 
 
 class ConfigError(MusicgenError):

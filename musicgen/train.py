@@ -18,7 +18,6 @@ import functools
 import math
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +62,7 @@ from musicgen.errors import (
     MusicgenError,
     TrainingError,
     VocabularyError,
+    print_to_stderr,
 )
 from musicgen.faults import (
     StopSignals,
@@ -182,7 +182,7 @@ def train(
             was saved first, and `resume=True` continues from it.
     """
     started = time.monotonic()
-    log = log or _print_to_stderr
+    log = log or print_to_stderr
     # First: a multi-worker strategy must set up TensorFlow's runtime itself.
     distribution = make_distribution(strategy)
     _check_distribution(config, distribution)
@@ -286,10 +286,6 @@ def _check_distribution(config: RunConfig, distribution: Distribution) -> None:
             f"--xla compiles a one-device step; it cannot be used with --strategy "
             f"{distribution.name} (leave out --xla)"
         )
-
-
-def _print_to_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _split(tunes: Sequence | EncodedCorpus, data: DataConfig) -> _TuneSplit | EncodedCorpus:
