@@ -150,7 +150,7 @@ class Generator:
             GenerationError: a setting is out of range or the seed has characters the model's
                 vocabulary lacks.
         """
-        self._check(seed_text, config)
+        self.check(seed_text, config)
         if _wants_title(seed_text) and config.max_length > len(seed_text) + MAX_TITLE + 4:
             return self._generate_titled(seed_text, config)
         prompt = [BOS, *self.vocab.encode(seed_text)]
@@ -206,7 +206,8 @@ class Generator:
         _, state = self.model(prompt_ids, return_state=True)  # prompt_ids (1, time)
         return state
 
-    def _check(self, seed_text: str, config: SampleConfig) -> None:
+    def check(self, seed_text: str, config: SampleConfig) -> None:
+        """Raises GenerationError when `seed_text` or `config` cannot be sampled from."""
         unknown = self.vocab.unknown_characters(seed_text)
         if unknown:
             shown = ", ".join(repr(c) for c in unknown[:10])
@@ -247,13 +248,15 @@ def generate_at_home(
 ) -> list[str]:
     """`generator.generate`, for a run trained with `common_root` (`musicgen.keyroot`) with the
     seed first moved to root C and every tune then moved to the seed's root, or to one of the home
-    keys the run recorded; for any other run, `generate` itself.
+    keys the run recorded; for any other run, `generate` itself. Every tune starts with the seed
+    as given, also one whose music cannot be read and so stays at root C after it.
 
     Raises:
         GenerationError: as `Generator.generate`, or the seed's key or music cannot be read.
     """
     if config is None or not config.data.common_root:
         return generator.generate(seed_text, sample)
+    generator.check(seed_text, sample)  # before the seed is read as music: says what to do
     try:
         rooted, root = seed_to_common_root(seed_text)
     except RenderError as exc:
@@ -262,4 +265,12 @@ def generate_at_home(
     homes = run_homes(run_dir)
     if homes is None and root is None:
         return texts  # no home keys recorded: the tunes stay at root C, as the model wrote them
-    return move_home(texts, homes or Homes(), root, sample.random_seed)
+    moved = move_home(texts, homes or Homes(), root, sample.random_seed)
+    # A tune that could not be moved home (its music unreadable) still starts with the seed as
+    # the user wrote it; what the model wrote after it stays as written.
+    return [
+        seed_text + text[len(rooted) :]
+        if text.startswith(rooted) and not text.startswith(seed_text)
+        else text
+        for text in moved
+    ]

@@ -358,7 +358,8 @@ def test_14_a_seed_file_of_any_name_is_read_and_a_folder_refused(run_dir, tmp_pa
     )
     assert result.exit_code == 0, result.stderr
     texts = [Path(json.loads(line)["abc"]).read_text() for line in result.stdout.splitlines()]
-    assert all(text.startswith("X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n|:GAG") for text in texts)
+    for text in texts:
+        assert text.startswith("X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n|:GAG"), text
     one_line_error(generate(run_dir, tmp_path / "out", "--seed", str(tmp_path)), "is a folder")
     missing = tmp_path / "nope.txt"
     one_line_error(generate(run_dir, tmp_path / "out", "--seed", str(missing)), "does not exist")
