@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from musicgen.bundled import default_name
     from musicgen.corpus import load_corpus
-    from musicgen.dataset import split_tunes
+    from musicgen.split import split_tunes
 
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]

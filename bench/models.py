@@ -175,7 +175,7 @@ def train_with_flags(kind: str, variant: str, budget: Budget, work_dir: Path) ->
 def train_for_budget(kind: str, budget: Budget, work_dir: Path) -> dict:
     """Calibrates steps per second, trains for the budget, then scores and samples the model."""
     from musicgen.checkpoint import load_for_inference
-    from musicgen.dataset import split_tunes
+    from musicgen.split import split_tunes
     from musicgen.train import train
 
     tunes = bundled_tunes()

@@ -67,7 +67,7 @@ def load_tunes(settings: Settings):
     """(all tunes, training tunes, validation tunes) as musicgen's training splits them."""
     from musicgen.config import DataConfig
     from musicgen.corpus import load_corpus
-    from musicgen.dataset import split_tunes
+    from musicgen.split import split_tunes
 
     tunes, _ = load_corpus()
     if settings.corpus_tunes:

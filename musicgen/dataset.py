@@ -9,7 +9,6 @@ padded with PAD, in batches of tunes of similar length.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,40 +18,6 @@ from musicgen.tfsetup import import_tensorflow
 from musicgen.vocab import BOS, PAD, Vocabulary
 
 tf = import_tensorflow()
-
-
-def tune_bucket(text: str) -> float:
-    """A stable number in [0, 1) for a tune's text (sha1, so it is the same in every process)."""
-    digest = hashlib.sha1(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def split_tunes(tunes: Sequence, fraction: float = 0.05) -> tuple[list, list]:
-    """Splits tunes into training and validation sets by a hash of each tune's text.
-
-    The same tune always lands on the same side, whatever else is in the corpus, so adding tunes
-    never moves an old one from validation into training. Identical texts share a side.
-
-    Args:
-        tunes: objects with a `text` attribute.
-        fraction: roughly the share of tunes to hold out.
-
-    Returns:
-        (train, validation) lists, each in the input order. With two or more distinct tunes and
-        fraction > 0, validation holds at least one tune and training at least one.
-    """
-    buckets = [tune_bucket(tune.text) for tune in tunes]
-    held_out = [bucket < fraction for bucket in buckets]
-    distinct = len(set(buckets))
-    if fraction > 0 and distinct >= 2 and not any(held_out):
-        lowest = min(buckets)
-        held_out = [bucket == lowest for bucket in buckets]
-    if distinct >= 2 and all(held_out):
-        highest = max(buckets)
-        held_out = [bucket != highest for bucket in buckets]
-    train = [tune for tune, out in zip(tunes, held_out) if not out]
-    validation = [tune for tune, out in zip(tunes, held_out) if out]
-    return train, validation
 
 
 def encode_stream(tunes: Sequence, vocab: Vocabulary) -> np.ndarray:

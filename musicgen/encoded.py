@@ -2,7 +2,7 @@
 
 `musicgen train` reads its corpus through here, so memory stays bounded as the corpus grows: tunes
 are streamed from the files (`corpus.stream_corpus`), each goes to training or validation by
-`tune_bucket` (the rule of `dataset.split_tunes`), is encoded and appended to a file; nothing holds
+the one split rule (`musicgen.split`), is encoded and appended to a file; nothing holds
 the corpus as Python objects. The streams are then read back memory-mapped. An entry is a folder:
 
     corpus.json                  format version, key, vocabulary characters, the ingestion report
@@ -51,6 +51,7 @@ from musicgen.corpus import CorpusReport, corpus_files, empty_report, stream_cor
 from musicgen.errors import CorpusError, ParseError, RenderError, VocabularyError, first_line
 from musicgen.keyroot import Homes, to_common_root, unmovable_error
 from musicgen.midi_in import DEFAULT_GRID
+from musicgen.split import is_held_out, rebalance, tune_bucket
 from musicgen.vocab import BOS, EOS, SPECIAL_TOKENS, Vocabulary
 
 FORMAT_VERSION = 1
@@ -59,15 +60,6 @@ _CHUNK = 1 << 20  # ids copied at a time when writing or remapping a stream (a f
 _PROVISIONAL = np.uint16  # ids while reading, before the sorted vocabulary is known
 _STALE_SECONDS = 24 * 3600  # an unfinished entry this old was left by a process that died
 TUNE_SOURCES_UP_TO = 20_000  # corpora up to this many tunes keep each tune's source
-
-
-def tune_bucket(text: str) -> float:
-    """A stable number in [0, 1) for a tune's text (sha1, so it is the same in every process).
-
-    The same rule as `dataset.tune_bucket`, here so that encoding a corpus needs no TensorFlow.
-    """
-    digest = hashlib.sha1(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def default_cache_dir() -> Path:
@@ -219,7 +211,7 @@ def load_encoded_corpus(
     Args:
         paths: ABC files, MIDI files and folders; None or empty for the default corpus.
         grid: steps a quarter note that MIDI onsets are quantised to (see `midi_in`).
-        fraction: roughly the share of tunes held out for validation (see `dataset.split_tunes`).
+        fraction: roughly the share of tunes held out for validation (see `musicgen.split`).
         use_cache: read and write the cache; False reads the files into a temporary folder.
         cache_dir: the cache's folder; default `default_cache_dir()`.
         log: where one-line warnings go (an unusable entry rebuilt, an unwritable cache).
@@ -299,7 +291,7 @@ def build(
     try:
         for file_index, tune in stream_corpus(files, report, grid):
             bucket = tune_bucket(tune.text)
-            split = "validation" if bucket < fraction else "train"
+            split = "validation" if is_held_out(bucket, fraction) else "train"
             text = tune.text
             if homes is not None:
                 try:
@@ -460,13 +452,14 @@ class _Part:
 
 
 def _final_parts(writers: dict[str, _SplitWriter], fraction: float, kept: int) -> dict[str, _Part]:
-    """The splits as `dataset.split_tunes` makes them: with two or more tunes and fraction > 0,
+    """The splits as `split.split_tunes` makes them: with two or more tunes and fraction > 0,
     validation holds at least one (the lowest bucket) and training at least one (the highest)."""
     train, validation = writers["train"], writers["validation"]
-    if fraction > 0 and kept >= 2 and not validation.starts:
+    move = rebalance(fraction, kept, len(validation.starts), len(train.starts))
+    if move == "lowest":
         rest, moved = _move_out(train, train.lowest[1])
         return {"train": rest, "validation": moved}
-    if kept >= 2 and not train.starts:
+    if move == "highest":
         rest, moved = _move_out(validation, validation.highest[1])
         return {"train": moved, "validation": rest}
     return {split: _Part.whole(writer) for split, writer in writers.items()}

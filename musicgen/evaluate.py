@@ -231,7 +231,7 @@ def run_inputs(config: RunConfig, data_paths: Sequence[str | Path] = ()) -> Inpu
         CorpusError: the run's corpus or `data_paths` cannot be read or hold no tunes.
     """
     from musicgen.corpus import load_corpus
-    from musicgen.dataset import split_tunes
+    from musicgen.split import split_tunes
 
     tunes, _ = load_corpus(list(config.data.paths) or None)
     train, validation = split_tunes(tunes, config.data.validation_fraction)

@@ -50,7 +50,6 @@ from musicgen.dataset import (
     make_tune_dataset,
     make_tune_evaluation_dataset,
     require_windows,
-    split_tunes,
     tune_pieces,
     tune_start_positions,
 )
@@ -85,6 +84,7 @@ from musicgen.keyroot import Homes, common_root_split
 from musicgen.metrics import METRICS_EVERY, MetricsLog, read_metrics, write_loss_plot
 from musicgen.progress import Progress, Timing, validation_line
 from musicgen.rundir import RunLock, check_run_dir
+from musicgen.split import split_tunes
 from musicgen.steps import distributed_train_step, eval_step, make_optimizer
 from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
 from musicgen.validity import ValiditySampler

@@ -33,7 +33,6 @@ from musicgen.dataset import (  # noqa: E402
     bucket_widths,
     encode_stream,
     make_tune_dataset,
-    split_tunes,
     tune_pieces,
     tune_start_positions,
     whole_tune_batches,
@@ -41,6 +40,7 @@ from musicgen.dataset import (  # noqa: E402
 from musicgen.encoded import cache_key, load_encoded_corpus  # noqa: E402
 from musicgen.errors import ConfigError  # noqa: E402
 from musicgen.evaluate import score_tunes  # noqa: E402
+from musicgen.split import split_tunes  # noqa: E402
 from musicgen.steps import loss_sum, train_step  # noqa: E402
 from musicgen.train import train  # noqa: E402
 from musicgen.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402

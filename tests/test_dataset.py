@@ -15,10 +15,10 @@ from musicgen.corpus import music21_corpus_folder
 from musicgen.dataset import (  # noqa: E402
     encode_stream,
     make_dataset,
-    split_tunes,
     tune_start_positions,
 )
 from musicgen.errors import CorpusError  # noqa: E402
+from musicgen.split import split_tunes  # noqa: E402
 from musicgen.vocab import BOS, EOS, Vocabulary  # noqa: E402
 
 ONEILLS = music21_corpus_folder() / "oneills1850"
