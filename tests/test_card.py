@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error
 from click.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,14 +33,6 @@ def info_json(*args) -> dict:
     result = invoke("info", *args, "--json")
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
-
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("musicgen: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from cli_checks import one_line_error
 from click.testing import CliRunner
 
 from musicgen.cli import main
@@ -28,39 +29,29 @@ def test_every_command_has_help():
         assert "Usage: main " in result.output or "Usage: musicgen " in result.output
 
 
-def _one_line_error(result, *fragments):
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("musicgen: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.output
-
-
 def test_missing_run_dir_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["generate", "--run-dir", str(tmp_path / "nope")])
-    _one_line_error(result, "nope")
+    one_line_error(result, "nope")
 
 
 def test_resume_without_run_dir(tmp_path):
     result = CliRunner().invoke(main, ["train", "--resume"])
-    _one_line_error(result, "--run-dir")
+    one_line_error(result, "--run-dir")
 
 
 def test_missing_soundfont(tmp_path):
     result = CliRunner().invoke(main, ["render", str(tmp_path / "x.abc"), "--soundfont", "no.sf2"])
-    _one_line_error(result, "no.sf2")
+    one_line_error(result, "no.sf2")
 
 
 def test_render_missing_file(tmp_path):
     result = CliRunner().invoke(main, ["render", str(tmp_path / "x.abc")])
-    _one_line_error(result, "x.abc")
+    one_line_error(result, "x.abc")
 
 
 def test_train_on_a_missing_path_or_empty_folder(tmp_path):
     result = CliRunner().invoke(main, ["train", "--data", str(tmp_path / "tunes.abc")])
-    _one_line_error(result, "tunes.abc")
+    one_line_error(result, "tunes.abc")
     result = CliRunner().invoke(main, ["train", "--data", str(tmp_path)])
-    _one_line_error(result, str(tmp_path))
+    one_line_error(result, str(tmp_path))
     assert not any(tmp_path.iterdir())  # nothing was written for a run that could not start

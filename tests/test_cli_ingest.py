@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import one_line_error
 from click.testing import CliRunner
 
 from musicgen.abc import split_tunebook
@@ -27,17 +28,6 @@ def _midi_folder(folder: Path, tunes) -> Path:
     for index, tune in enumerate(tunes):
         abc_to_midi(tune.text, folder / f"tune{index}.mid")
     return folder
-
-
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("musicgen: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def test_ingest_writes_a_tunebook_and_reports_skipped_files(tmp_path, real_tunes):
@@ -68,7 +58,7 @@ def test_ingest_refuses_to_overwrite_without_force(tmp_path, real_tunes):
     out = tmp_path / "tunes.abc"
     out.write_text("keep me\n")
     result = CliRunner().invoke(main, ["ingest", str(folder), "--out", str(out)])
-    _one_line_error(result, "tunes.abc: already exists", "--force")
+    one_line_error(result, "tunes.abc: already exists", "--force")
     assert out.read_text() == "keep me\n"
     result = CliRunner().invoke(main, ["ingest", str(folder), "--out", str(out), "--force"])
     assert result.exit_code == 0, result.output
@@ -91,7 +81,7 @@ def test_ingest_of_a_single_bad_file_is_a_clear_error(tmp_path, kind):
     path = midi_samples.bad_midi(tmp_path, kind)
     out = tmp_path / "out.abc"
     result = CliRunner().invoke(main, ["ingest", str(path), "--out", str(out)])
-    line = _one_line_error(result, str(path))
+    line = one_line_error(result, str(path))
     assert line.count(";") >= 1  # what is wrong; what to do
     assert not out.exists()
 
@@ -101,7 +91,7 @@ def test_train_on_a_single_bad_midi_file_is_a_clear_error(tmp_path, kind):
     path = midi_samples.bad_midi(tmp_path, kind)
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", "--data", str(path), "--run-dir", str(run_dir)])
-    _one_line_error(result, str(path), "no usable tune")
+    one_line_error(result, str(path), "no usable tune")
     assert not run_dir.exists()
 
 
@@ -111,9 +101,9 @@ def test_ingest_needs_inputs_and_an_existing_out_folder(tmp_path):
     path = midi_samples.melody_file(tmp_path / "a.mid", midi_samples.scale_notes([60, 62]))
     out = tmp_path / "no" / "x.abc"
     result = CliRunner().invoke(main, ["ingest", str(path), "--out", str(out)])
-    _one_line_error(result, "no such folder")
+    one_line_error(result, "no such folder")
     result = CliRunner().invoke(main, ["ingest", str(tmp_path / "gone"), "--out", "x.abc"])
-    _one_line_error(result, "gone: no such file or folder")
+    one_line_error(result, "gone: no such file or folder")
 
 
 def test_help_mentions_midi():

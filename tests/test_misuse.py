@@ -18,7 +18,7 @@ from pathlib import Path
 
 import mido
 import pytest
-from cli_checks import default_sigint
+from cli_checks import default_sigint, one_line_error
 from click.testing import CliRunner
 
 from musicgen.cli import main
@@ -28,23 +28,6 @@ from musicgen.rundir import LOCK_NAME, RunLock
 TINY = ["--embedding-dim", "4", "--units", "8", "--layers", "1", "--batch-size", "4"]
 TINY += ["--seq-length", "32", "--steps", "2", "--eval-every", "1", "--checkpoint-every", "1"]
 KESH = "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n|:GAG GAB|ABA ABd|edd gdd|edB dBA:|\n"
-
-
-def one_line_error(result, *fragments: str) -> str:
-    """Asserts a non-zero exit and one stderr line `musicgen: error: ...` holding `fragments`
-    (after `train`'s corpus lines, which start with "read", "used" or "skipped")."""
-    assert result.exit_code != 0, result.output
-    lines = [
-        line
-        for line in result.stderr.strip().splitlines()
-        if not line.startswith(("read ", "used the cached", "skipped "))
-    ]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("musicgen: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output + result.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
