@@ -14,6 +14,14 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(arg) for arg in args])
 
 
+# `musicgen train` options for the models the tests train. MICRO_RUN: the smallest that runs, for
+# tests of what train and generate do with their input, not of what the model learns;
+# SMALL_RUN: trains in seconds, and a few hundred steps of it write tunes that render.
+MICRO_RUN = ["--embedding-dim", "4", "--units", "8", "--layers", "1", "--batch-size", "4"]
+MICRO_RUN += ["--seq-length", "32"]
+SMALL_RUN = ["--embedding-dim", "8", "--units", "32", "--layers", "1", "--batch-size", "8"]
+SMALL_RUN += ["--seq-length", "64"]
+
 # What `musicgen train` prints before it can fail: the corpus summary and the cache line.
 CORPUS_LINES = ("read ", "used the cached", "skipped ")
 

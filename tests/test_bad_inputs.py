@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cli_checks import one_line_error
+from cli_checks import MICRO_RUN, one_line_error
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,8 +23,7 @@ from musicgen.errors import ParseError
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"  # 4 good tunes, 3 broken
 ONEILLS = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 GOOD_TUNE = "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n|:GAG GAB|ABA ABd|edd gdd|edB dBA:|\n"
-TINY = ["--embedding-dim", "4", "--units", "8", "--layers", "1", "--batch-size", "4"]
-TINY += ["--seq-length", "32", "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1"]
+TINY = [*MICRO_RUN, "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1"]
 
 
 def train_on(tmp_path: Path, *data: Path):

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
+from cli_checks import SMALL_RUN
 from click.testing import CliRunner
 
 from musicgen.abc import header_fields, read_text_file, split_tunebook
@@ -21,8 +22,7 @@ from musicgen.errors import GenerationError
 from musicgen.output import write_tunes
 from musicgen.score import count_notes
 
-TINY = ["--embedding-dim", "8", "--units", "32", "--layers", "1", "--batch-size", "8"]
-TINY += ["--seq-length", "64", "--eval-every", "20", "--checkpoint-every", "20"]
+TINY = [*SMALL_RUN, "--eval-every", "20", "--checkpoint-every", "20"]
 # Our renderer plays its one note; verovio reads the "X" that starts the music as a field.
 PLAYS_BUT_DOES_NOT_ENGRAVE = "X:2\nT:Odd\nK:D\nX|A|\n"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
+from cli_checks import SMALL_RUN
 from click.testing import CliRunner
 
 from musicgen.abc import read_text_file, split_tunebook
@@ -20,8 +21,7 @@ from musicgen.corpus import default_corpus_files, load_corpus
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).resolve().parent / "data"
-TINY = ["--embedding-dim", "8", "--units", "32", "--layers", "1", "--batch-size", "8"]
-TINY += ["--seq-length", "64", "--eval-every", "20", "--checkpoint-every", "20"]
+TINY = [*SMALL_RUN, "--eval-every", "20", "--checkpoint-every", "20"]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cli_checks import MICRO_RUN
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,8 +31,7 @@ from musicgen.corpus import default_corpus_files
 pytestmark = pytest.mark.slow
 
 INVOCATIONS = {"in_process": 0, "subprocess": 0}
-TINY = ["--embedding-dim", "4", "--units", "8", "--layers", "1", "--batch-size", "4"]
-TINY += ["--seq-length", "32", "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1"]
+TINY = [*MICRO_RUN, "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1"]
 
 NUMBERS = [
     "-1", "0", "1", "2", "3", "-5", "nan", "inf", "-inf", "1e308", "-0.0", "0.5", "1.5",

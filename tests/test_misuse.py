@@ -18,15 +18,14 @@ from pathlib import Path
 
 import mido
 import pytest
-from cli_checks import default_sigint, one_line_error
+from cli_checks import MICRO_RUN, default_sigint, one_line_error
 from click.testing import CliRunner
 
 from musicgen.cli import main
 from musicgen.corpus import default_corpus_files
 from musicgen.rundir import LOCK_NAME, RunLock
 
-TINY = ["--embedding-dim", "4", "--units", "8", "--layers", "1", "--batch-size", "4"]
-TINY += ["--seq-length", "32", "--steps", "2", "--eval-every", "1", "--checkpoint-every", "1"]
+TINY = [*MICRO_RUN, "--steps", "2", "--eval-every", "1", "--checkpoint-every", "1"]
 KESH = "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n|:GAG GAB|ABA ABd|edd gdd|edB dBA:|\n"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mido
 import pytest
-from cli_checks import default_sigint
+from cli_checks import SMALL_RUN, default_sigint
 from click.testing import CliRunner
 
 from musicgen.cli import main
@@ -25,8 +25,7 @@ from musicgen.web.choices import ModelChoice, model_choices
 from musicgen.web.forms import FieldError, GenerateRequest, Limits, parse_request
 from musicgen.web.worker import QueueFull, Worker
 
-TINY = ["--embedding-dim", "8", "--units", "32", "--layers", "1", "--batch-size", "8"]
-TINY += ["--seq-length", "64", "--eval-every", "20", "--checkpoint-every", "20"]
+TINY = [*SMALL_RUN, "--eval-every", "20", "--checkpoint-every", "20"]
 # Eight real bars (The Kesh, a jig) for the tiny model to continue: its own notes are few and
 # poor, so this keeps each tune long enough to be heard.
 OPENING = "|:G3 GAB|A3 ABd|edd gdd|edB dBA|G3 GAB|A3 ABd|edd gdB|AGF G3:|"
