@@ -59,7 +59,7 @@ def export_tiny_model(scratch: Path) -> Path:
 
     book = music21_corpus_folder() / "oneills1850/0001-0050.abc"
     config = RunConfig(
-        data=DataConfig(paths=(str(book),), seq_length=64),
+        data=DataConfig(paths=(str(book),), seq_length=64, whole_tunes=False),  # every bar seen
         model=ModelConfig(embedding_dim=16, units=96, layers=1),
         train=TrainConfig(steps=200, batch_size=32, learning_rate=3e-2, warmup_steps=5,
                           eval_every=100, eval_batches=2, checkpoint_every=100, valid_sample=0),

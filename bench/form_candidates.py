@@ -89,7 +89,9 @@ def candidate_config(name: str, shifts: tuple[int, ...]):
     )
 
     before = stream_recipe()  # 64 x 128 windows from anywhere: 8,192 characters a step
-    whole = DataConfig(seq_length=WHOLE_TUNE_WINDOW, whole_tunes=True, transpose=())
+    whole = DataConfig(
+        seq_length=WHOLE_TUNE_WINDOW, whole_tunes=True, transpose=(), common_root=False
+    )
     # 16 x 512 windows: the same 8,192 characters a step, before padding is cut.
     wide = dataclasses.replace(TrainConfig(), batch_size=16)
     if name == "before":

@@ -150,7 +150,7 @@ def measure_training(work_dir: Path, settings: Settings, config, label: str) -> 
 
 
 def _train_config(settings: Settings, same_size: bool):
-    from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from musicgen.config import STREAM_WINDOWS, DataConfig, ModelConfig, RunConfig, TrainConfig
 
     total_steps = settings.train_warmup_steps + settings.train_steps
     # Evaluation and checkpoints only at the last step; train() keeps them out of its timing.
@@ -159,7 +159,7 @@ def _train_config(settings: Settings, same_size: bool):
         defaults = RunConfig()
         return dataclasses.replace(defaults, train=dataclasses.replace(defaults.train, **schedule))
     return RunConfig(
-        data=DataConfig(seq_length=100),
+        data=DataConfig(seq_length=100, **STREAM_WINDOWS),  # the reference's windows
         model=ModelConfig(**SAME_SIZE_MODEL),
         train=TrainConfig(batch_size=8, **schedule),
     )

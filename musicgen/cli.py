@@ -249,13 +249,14 @@ def _pick(value, default):
     "--batch-size",
     type=click.IntRange(1, MAX_BATCH),
     default=None,
-    help=f"Windows per step.  [default: {TrainConfig.batch_size}]",
+    help=f"Windows (with --whole-tunes: tunes) per step.  [default: {TrainConfig.batch_size}]",
 )
 @click.option(
     "--seq-length",
     type=click.IntRange(2, MAX_WINDOW),
     default=None,
-    help=f"Characters per window.  [default: {DataConfig.seq_length}]",
+    help=f"Characters per window.  [default: {DataConfig.seq_length}; a Transformer: its "
+    "--context]",
 )
 @click.option(
     "--augment-transpose",
@@ -270,7 +271,7 @@ def _pick(value, default):
     default=None,
     help="Training windows start at a tune's start and hold it whole, padded (--seq-length 512 "
     "holds 97% of the bundled tunes), or are cut from anywhere in the stream of tunes.  "
-    "[default: --stream-windows]",
+    f"[default: {'--whole-tunes' if DataConfig.whole_tunes else '--stream-windows'}]",
 )
 @click.option(
     "--common-root/--own-keys",
@@ -415,7 +416,7 @@ def _pick(value, default):
     "one) or of a run (RUN_DIR: its best checkpoint). Family and size come from it; new "
     "characters extend its vocabulary. Unless given, --learning-rate is "
     f"{FINETUNE_LEARNING_RATE} and --steps trains on {FINETUNE_CHARACTERS:,} characters "
-    "(300 steps of 64 x 128): about 5 minutes at 8,000 characters/s, 14 passes over a "
+    "(150 steps of 32 x 512): about 5 minutes at 8,000 characters/s, 14 passes over a "
     "700-tune tunebook.",
 )
 @user_errors

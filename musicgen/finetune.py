@@ -15,12 +15,12 @@ it as UNK: a character it never saw, seldom predicted. Nothing is mapped to UNK 
 
 Defaults when `--init` is given and the option is not (`finetune_defaults`): --learning-rate
 FINETUNE_LEARNING_RATE, a third of the default, since the weights are already good; and --steps
-so that a run trains on FINETUNE_CHARACTERS characters: 300 steps of the default 64 windows of
-128 characters (8,192 a step), 2.46M characters, about 5 minutes at 8,000 characters/s on this
-project's 2-core CPU (4 minutes at 10,000), which leaves a minute of the 6-minute budget for
-start-up and the validations. That is 14 passes over a 700-tune tunebook of about 180,000
-characters, near where such a tunebook's validation figure stops improving when training from
-scratch (issue 14).
+so that a run trains on FINETUNE_CHARACTERS characters: 300 steps of 64 windows of 128
+characters (the default batch before issue 13), 2.46M characters, 150 steps of today's 32 whole
+tunes of up to 512; about 5 minutes at 8,000 characters/s on this project's 2-core CPU, which
+leaves a minute of the 6-minute budget for start-up and the validations. That is 14 passes
+over a 700-tune tunebook of about 180,000 characters, near where such a tunebook's validation
+figure stops improving when training from scratch (issue 14).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from musicgen.config import DataConfig, ModelConfig, RunConfig, SampleConfig, Tr
 from musicgen.corpus import load_corpus, music21_corpus_folder  # noqa: E402
 from musicgen.errors import CheckpointError  # noqa: E402
 from musicgen.export import LOGIT_TOLERANCE, export_bundled  # noqa: E402
-from musicgen.generate import Generator  # noqa: E402
+from musicgen.generate import Generator, generate_at_home  # noqa: E402
 from musicgen.train import train  # noqa: E402
 from musicgen.vocab import BOS, EOS  # noqa: E402
 from musicgen.web.choices import model_choices  # noqa: E402
@@ -38,7 +38,7 @@ NAME = "tiny-lstm"
 FILES = {"config.json", "vocab.json", "corpus.json", "card.json", "weights.npz"}
 # Small enough to train in seconds, good enough that some tunes it writes render to MIDI.
 SMALL = RunConfig(
-    data=DataConfig(paths=(str(TUNEBOOK),), seq_length=64),
+    data=DataConfig(paths=(str(TUNEBOOK),), seq_length=64, whole_tunes=False),  # every bar seen
     model=ModelConfig(embedding_dim=16, units=96, layers=1, dropout=0.1),
     train=TrainConfig(
         steps=200, batch_size=32, learning_rate=3e-2, warmup_steps=5, eval_every=50,
@@ -134,8 +134,9 @@ def test_generate_with_no_run_uses_the_bundled_model_and_says_so(model_folder, t
         f"{NAME})"
     ]
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    model, vocab, _ = load_for_inference(model_folder)
-    expected = Generator(model, vocab).generate("", SAMPLE)
+    model, vocab, config = load_for_inference(model_folder)
+    assert config.data.common_root  # the default: tunes written at root C, then moved home
+    expected = generate_at_home(Generator(model, vocab), "", SAMPLE, config, model_folder)
     texts = [Path(r["abc"]).read_text(encoding="utf-8").rstrip("\n") for r in records]
     assert texts == [text.rstrip("\n") for text in expected]  # the bundled weights wrote them
     midis = [r["midi"] for r in records if r["midi"]]

@@ -14,6 +14,7 @@ import tokenize
 from pathlib import Path
 
 import pytest
+from cli_checks import MICRO_RUN
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,8 +26,7 @@ from musicgen.files import _RESERVED, MAX_STEM_LENGTH, safe_stem
 from musicgen.output import write_tunes
 
 ONEILLS = music21_corpus_folder() / "oneills1850/0001-0050.abc"
-TINY = ["--embedding-dim", "4", "--units", "8", "--layers", "1", "--batch-size", "4"]
-TINY += ["--seq-length", "32", "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1"]
+TINY = [*MICRO_RUN, "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1"]
 STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
@@ -230,7 +230,8 @@ def test_generate_from_a_booby_trapped_run_runs_none_of_its_code(run_dir, tmp_pa
     events = json.loads(report.read_text())
     assert [e for e in events if e[0] != "open"] == []
     opened = {Path(path).relative_to(trapped).as_posix() for _, path in events}
-    assert opened == {"config.json", "vocab.json"}  # TensorFlow reads ckpt/ through C++
+    # TensorFlow reads ckpt/ through C++; corpus.json holds the home keys of a common-root run.
+    assert opened == {"config.json", "vocab.json", "corpus.json"}
 
 
 def test_a_config_json_cannot_smuggle_in_objects(run_dir, tmp_path):

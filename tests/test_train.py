@@ -209,7 +209,7 @@ def test_resume_refuses_tunes_with_characters_outside_the_vocabulary(trained, tu
     strange = [
         *tunes,
         dataclasses.replace(
-            tunes[0], text=tunes[0].text.replace("K:", "K:\u00e9\u00df"), source="made-up"
+            tunes[0], text=tunes[0].text.replace("T:", "T:\u00e9\u00df", 1), source="made-up"
         ),
     ]
     with pytest.raises(VocabularyError, match="lacks"):
