@@ -15,7 +15,6 @@ import pytest
 import musicgen
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
 
 import reference  # noqa: E402  (bench/ is scripts, not a package)
 import speed  # noqa: E402

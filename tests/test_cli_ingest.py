@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import midi_samples  # noqa: E402
 import pytest
 from cli_checks import one_line_error
 from click.testing import CliRunner
@@ -13,9 +13,6 @@ from musicgen.abc import split_tunebook
 from musicgen.cli import main
 from musicgen.corpus import load_corpus
 from musicgen.render import abc_to_midi, abc_to_performance
-
-sys.path.insert(0, str(Path(__file__).parent))
-import midi_samples  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 
+import midi_samples  # noqa: E402
 import mido
 import pytest
 
@@ -17,9 +17,6 @@ from musicgen.abc import HEADER_FIELDS, parse_tune
 from musicgen.corpus import DEFAULT_COLLECTIONS, default_corpus_files, load_corpus, tunebook_text
 from musicgen.errors import CorpusError
 from musicgen.render import abc_to_midi
-
-sys.path.insert(0, str(Path(__file__).parent))
-import midi_samples  # noqa: E402
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"
 SOURCE = re.compile(r"^music21:(oneills1850|ryansMammoth|airdsAirs|miscFolk)/[^#]+\.abc#X:\d+$")

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import large_corpus  # bench/large_corpus.py, on the path through setup.cfg
 import numpy as np
 import pytest
 from cli_checks import MICRO_RUN
@@ -23,10 +24,6 @@ from musicgen.encoded import default_cache_dir, load_encoded_corpus
 from musicgen.errors import CorpusError, VocabularyError
 from musicgen.keyroot import to_common_root
 from musicgen.vocab import BOS, EOS, Vocabulary
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-import large_corpus  # noqa: E402  (bench/ is scripts, not a package)
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"  # 4 good tunes, 3 broken
 MUSIC21 = music21_corpus_folder()

@@ -14,9 +14,9 @@ import io
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import midi_samples as samples  # noqa: E402
 import mido
 import pretty_midi
 import pytest
@@ -28,9 +28,6 @@ from musicgen.corpus import load_corpus
 from musicgen.errors import ParseError, RenderError
 from musicgen.midi_in import MIDI_REASONS, midi_bytes_to_tune, midi_to_tune
 from musicgen.render import abc_to_performance, write_midi
-
-sys.path.insert(0, str(Path(__file__).parent))
-import midi_samples as samples  # noqa: E402
 
 needs_abc2midi = pytest.mark.skipif(shutil.which("abc2midi") is None, reason="abc2midi missing")
 

@@ -397,7 +397,6 @@ def test_17_render_of_a_fifo_and_of_unrenderable_tunes(tmp_path):
 
 
 def test_17_a_midi_file_with_zero_ticks_per_beat_is_not_called_smpte(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
     from midi_samples import melody_file
 
     path = melody_file(tmp_path / "zero.mid", [(0, 1, 60), (1, 1, 62), (2, 1, 64)])
