@@ -32,6 +32,8 @@ from musicgen.train import train  # noqa: E402
 from musicgen.vocab import BOS, EOS  # noqa: E402
 from musicgen.web.choices import model_choices  # noqa: E402
 
+# Every test here trains a model, or uses one a fixture trained.
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 NAME = "tiny-lstm"
@@ -331,7 +333,6 @@ def build_wheel(source: Path, out: Path) -> Path:
     return wheel
 
 
-@pytest.mark.slow
 def test_the_wheel_carries_the_bundled_models_and_generates_from_them(model_folder, tmp_path):
     source = checkout_copy(tmp_path / "src")
     shipped = source / "musicgen/bundled_models"

@@ -93,6 +93,7 @@ def copy_run(reference: Path, tmp_path: Path) -> Path:
 # --- SIGINT and SIGTERM ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_saves_the_step_reached_and_resume_ends_like_an_undisturbed_run(
     reference, tmp_path, monkeypatch, signum
@@ -420,6 +421,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_a_clear_error_and_earlier_checkpoints_stay_intact(half_run, small_disk):
     run_dir = small_disk / "run"
     shutil.copytree(half_run, run_dir)
@@ -528,6 +530,7 @@ def poison_at(monkeypatch, bad_step: int, *, after: bool):
     monkeypatch.setattr(steps_module, "train_step", poisoned)
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_naming_its_step_and_keeps_the_last_good_checkpoint(
     tunes, tmp_path, monkeypatch
 ):

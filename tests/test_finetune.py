@@ -39,6 +39,8 @@ from musicgen.generate import Generator  # noqa: E402
 from musicgen.train import train  # noqa: E402
 from musicgen.vocab import BOS, EOS, UNK, Vocabulary  # noqa: E402
 
+# Every test here trains a model, or uses one a fixture trained.
+pytestmark = pytest.mark.slow
 PARENT_BOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 CHILD_BOOK = music21_corpus_folder() / "oneills1850/0051-0100.abc"
 NEW_CHARACTERS = '"?U[]'

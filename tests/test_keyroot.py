@@ -143,6 +143,7 @@ def corpus_texts() -> list[str]:
     return [tune.text for tune in tunes]
 
 
+@pytest.mark.slow
 def test_every_bundled_tune_that_renders_moves_to_c_and_back_exactly(corpus_texts):
     moved_count = 0
     for text in corpus_texts:

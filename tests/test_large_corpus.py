@@ -309,6 +309,7 @@ def tiled_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_cli_trains_twice_on_a_folder_and_the_second_run_uses_the_cache(tiled_folder, tmp_path):
     cache = tmp_path / "cache"
     first = train_cli(
@@ -354,6 +355,7 @@ def test_cli_trains_twice_on_a_folder_and_the_second_run_uses_the_cache(tiled_fo
     assert "cached corpus" not in third.stderr and len(list(cache.iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_saved_vocabulary_and_remaps_the_cached_ids(tmp_path):
     """A run trained on two books resumes on one of them: the saved vocabulary (with the other
     book's accented letters) wins; a book with a letter it lacks is one clear error."""

@@ -208,6 +208,7 @@ def plant_traps(run_dir: Path, marker: Path) -> None:
     (run_dir / "ckpt" / "model.pkl").write_bytes(payload)
 
 
+@pytest.mark.slow
 def test_generate_from_a_booby_trapped_run_runs_none_of_its_code(run_dir, tmp_path):
     trapped = tmp_path / "trapped"
 

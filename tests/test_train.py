@@ -84,6 +84,7 @@ def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.slow
 def test_validation_loss_falls_within_sixty_steps(trained):
     result, run_dir, _ = trained
     entries = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -139,6 +140,7 @@ def test_checkpoints_are_kept_at_the_interval_and_at_the_end(trained):
     assert read_checkpoint(result.checkpoint)["step/.ATTRIBUTES/VARIABLE_VALUE"] == STEPS
 
 
+@pytest.mark.slow
 def test_interrupted_then_resumed_run_equals_the_uninterrupted_one(trained, tunes, tmp_path):
     """Checkpoint, resume and the data pipeline together: the weights end bit-for-bit the same."""
     _, reference_dir, _ = trained

@@ -197,6 +197,7 @@ def tiny_run_config(steps: int = 30) -> RunConfig:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_the_run_generates(tmp_path):
     tunes = split_tunebook(read_text_file(TUNEBOOK), TUNEBOOK.name)[0]
     result = train(tiny_run_config(), tunes, tmp_path / "run", progress=False, log=lambda m: None)
@@ -217,6 +218,7 @@ def test_windows_longer_than_the_context_are_refused(tmp_path):
         train(config, tunes, tmp_path / "run", progress=False, log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_cli_trains_a_transformer_and_draws_its_attention(tmp_path):
     runner = CliRunner()
     run_dir = tmp_path / "run"
@@ -265,6 +267,7 @@ def test_cli_refuses_attention_maps_for_an_lstm(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["mixed_precision", "xla"])
 def test_precision_and_xla_flags_train_the_transformer(tmp_path, flag):
     # bfloat16 on this CPU (float16 with loss scaling on a GPU); XLA compiles the same train step.
@@ -283,6 +286,7 @@ def test_precision_and_xla_flags_train_the_transformer(tmp_path, flag):
     assert np.abs(stepwise_logits(model, ids) - model(ids).numpy()).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_resumed_transformer_run_ends_with_the_uninterrupted_weights(tmp_path):
     # Every block's weights and the optimizer's slots must be in the checkpoint for this to hold.
     tunes = split_tunebook(read_text_file(TUNEBOOK), TUNEBOOK.name)[0]
