@@ -5,10 +5,11 @@
 #   bash scripts/train_bundled.sh [RUN_DIR]          # default RUN_DIR: checkpoints/bundled-train
 #   bash scripts/train_bundled.sh RUN_DIR --resume   # continue an interrupted run
 #
-# The recipe is the best one measured for tunes that come home (issue 13, README "One root for
-# every tune"): the default LSTM (2 x 384, 2.0M parameters) on 32 whole tunes a step (windows of
-# 512 from a tune's start), every tune moved to root C, trained for 2,400 steps instead of 1,024.
-# See README, "Fine-tuning (--init) and the bundled model".
+# The recipe is the default one since issue 13 (docs/form.md, "The default recipe since issue
+# 13"), spelled out so the model rebuilds the same whatever the defaults become: the default LSTM
+# (2 x 384, 2.0M parameters) on 32 whole tunes a step (windows of up to 512 from a tune's start),
+# every tune moved to root C, trained for 2,400 steps instead of the default 1,500.
+# See docs/train.md, "Fine-tuning (--init) and the bundled model".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run_dir=${1:-checkpoints/bundled-train}
