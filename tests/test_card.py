@@ -90,7 +90,10 @@ def test_info_shows_what_the_run_files_hold(run_dir, tmp_path, monkeypatch):
     assert [line.split()[0] for line in lines] == [
         "model", "data", "training", "validation", "evaluation", "reads",
     ]  # fmt: skip
-    assert lines[5].split(None, 1)[1] == "windows of 64 characters from anywhere"
+    assert lines[5].split(None, 1)[1] == (
+        "whole tunes of up to 64 characters; every tune moved to root C, generated tunes moved "
+        "home (--key or corpus keys)"
+    )  # the default windows
     assert f"{model.count_params():,} parameters" in lines[0]
     assert "50 tunes" in lines[1] and "oneills1850 50" in lines[1]
     assert "40 steps of 40" in lines[2]
