@@ -13,6 +13,7 @@ No TensorFlow here: the web page calls `known_headers` and `build_seed` too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -49,6 +50,15 @@ class KnownHeaders:
     units: dict[str, dict[str, int]] = field(default_factory=dict)
     type_meters: dict[str, dict[str, int]] = field(default_factory=dict)
     orders: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of_training(cls, texts: Iterable[str], homes=None) -> KnownHeaders:
+        """The header values of a run's training tunes; for a run that read them at root C,
+        `homes` (`keyroot.Homes`) gives the keys they were in, so `--key D` asks for D."""
+        known = cls.from_texts(texts)
+        if homes is None:
+            return known
+        return dataclasses.replace(known, keys=homes.key_counts())
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> KnownHeaders:
@@ -136,13 +146,17 @@ def _count_training_headers(run_dir: Path) -> KnownHeaders:
 
     try:
         data = RunConfig.load(run_dir / "config.json").data
-        corpus = load_encoded_corpus(list(data.paths) or None, fraction=data.validation_fraction)
+        corpus = load_encoded_corpus(
+            list(data.paths) or None,
+            fraction=data.validation_fraction,
+            common_root=data.common_root,
+        )
     except MusicgenError as exc:
         raise GenerationError(
             f"cannot check the header controls: {run_dir}/corpus.json does not list the training "
             f"tunes' keys and meters, and their corpus cannot be read ({exc})"
         ) from None
-    return KnownHeaders.from_texts(corpus.texts("train"))
+    return KnownHeaders.of_training(corpus.texts("train"), corpus.homes)
 
 
 def build_seed(

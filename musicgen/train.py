@@ -346,10 +346,7 @@ def _training_headers(corpus: _TuneSplit | EncodedCorpus) -> dict:
         texts = corpus.texts("train")
     else:
         texts = (tune.text for tune in corpus.train)
-    headers = KnownHeaders.from_texts(texts).to_json()
-    if corpus.homes is not None:  # the keys the tunes were in, not root C: `--key D` asks for D
-        headers["keys"] = corpus.homes.key_counts()
-    return headers
+    return KnownHeaders.of_training(texts, corpus.homes).to_json()
 
 
 def _split_records(corpus: _TuneSplit | EncodedCorpus) -> list[SplitRecord]:
