@@ -266,11 +266,26 @@ def generate_at_home(
     if homes is None and root is None:
         return texts  # no home keys recorded: the tunes stay at root C, as the model wrote them
     moved = move_home(texts, homes or Homes(), root, sample.random_seed)
+    if rooted == seed_text:
+        return moved
     # A tune that could not be moved home (its music unreadable) still starts with the seed as
-    # the user wrote it; what the model wrote after it stays as written.
+    # given; what the model wrote after it stays as written.
     return [
-        seed_text + text[len(rooted) :]
-        if text.startswith(rooted) and not text.startswith(seed_text)
-        else text
-        for text in moved
+        _with_seed(text, rooted, seed_text) if after == text else after
+        for text, after in zip(texts, moved)
     ]
+
+
+def _with_seed(text: str, rooted: str, seed_text: str) -> str:
+    """`text`, which continues the seed moved to root C (`rooted`), with the seed as given in
+    its place; after a header seed's `X:` line, the title the model wrote stays."""
+    if text.startswith(rooted):
+        return seed_text + text[len(rooted) :]
+    x_line, _, rest = rooted.partition("\n")
+    seed_x_line, _, seed_rest = seed_text.partition("\n")
+    if x_line != seed_x_line or not text.startswith(f"{x_line}\nT:"):
+        return text
+    body = text.find("\n", len(x_line) + 1) + 1  # after the title line
+    if body == 0 or not text.startswith(rest, body):
+        return text
+    return text[:body] + seed_rest + text[body + len(rest) :]
