@@ -30,6 +30,7 @@ _NEG_INF = float("-inf")
 
 # The decode loop runs in chunks of about CHUNK_SECONDS, so an interrupt is handled that soon.
 FIRST_CHUNK_STEPS = 32
+_SMALLEST_NORMAL = 1.1754944e-38  # float32's
 MAX_CHUNK_STEPS = 4096
 CHUNK_SECONDS = 0.25
 
@@ -105,8 +106,12 @@ def next_token_logits(
     Returns:
         float32 (batch, vocab) logits to sample from; excluded tokens are -inf.
     """
-    logits = tf.cast(logits, tf.float32) / tf.cast(temperature, tf.float32)
-    logits = forbid_tokens(logits, forbidden_ids)
+    logits = forbid_tokens(tf.cast(logits, tf.float32), forbidden_ids)
+    # Relative to each row's best allowed token, and the temperature at least float32's smallest
+    # normal number (1e-300 casts to 0): a tiny temperature then gives 0 and -inf, never inf - inf
+    # or 0 / 0 (NaN), which would draw an id past the end of the vocabulary.
+    logits = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
+    logits = logits / tf.maximum(tf.cast(temperature, tf.float32), _SMALLEST_NORMAL)
     top_k = tf.cast(top_k, tf.int32)
     top_p = tf.cast(top_p, tf.float32)
     # The sort is most of the rules' cost (about 0.2 ms a step at batch 32): skip it when unused.

@@ -95,6 +95,20 @@ def test_top_k_1_is_argmax():
     np.testing.assert_array_equal(sampled.tokens.numpy()[:, 0], expected)
 
 
+@pytest.mark.parametrize("temperature", [4.0672829899406536e-162, 1e-40, 1e-30])
+def test_a_vanishing_temperature_is_argmax_not_an_id_past_the_vocabulary(temperature):
+    # Found by test_fuzz_cli: logits / 4e-162 overflowed to inf - inf, and the draw was NaN.
+    rng = np.random.default_rng(1)
+    rows = tf.constant(rng.normal(size=(64, VOCAB_SIZE)).astype(np.float32) * 30)
+
+    def next_fn(token_ids, state, index):
+        return rows, state
+
+    sampled = Sampler(next_fn)(tf.zeros([64]), tf.fill([64], BOS), 4, temperature=temperature)
+    expected = np.argmax(forbid_tokens(rows, [PAD, BOS, UNK]).numpy(), axis=1)
+    np.testing.assert_array_equal(sampled.tokens.numpy()[:, 0], expected)
+
+
 def hand_made_logits():
     """Tokens 4..7 with probabilities 0.5, 0.3, 0.15, 0.05; every other token impossible."""
     probs = np.zeros(VOCAB_SIZE)
