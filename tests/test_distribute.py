@@ -225,6 +225,7 @@ def one_line_error(args: list[str], env: dict[str, str]) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "extra_env", "expected"),
     [

@@ -549,6 +549,7 @@ def test_a_nan_loss_stops_naming_its_step_and_keeps_the_last_good_checkpoint(
     assert result.step == 40 and np.isfinite(result.train_loss)
 
 
+@pytest.mark.slow
 def test_nan_weights_are_never_checkpointed(tunes, tmp_path, monkeypatch):
     poison_at(monkeypatch, 25, after=True)  # the loss of step 25 is fine, its weights are not
     run_dir = tmp_path / "nan-weights"

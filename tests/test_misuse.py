@@ -70,6 +70,7 @@ def test_1_train_refuses_a_folder_of_another_program(tunes_file, tmp_path):
     assert sorted(os.listdir(other)) == ["cat.jpg"]
 
 
+@pytest.mark.slow
 def test_1_train_takes_a_new_or_empty_folder_or_its_own_leftovers(tunes_file, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -174,6 +175,7 @@ def test_4_a_fifo_given_to_data_is_one_line_at_once(tmp_path):
     one_line_error(result, str(fifo), "not a regular file")
 
 
+@pytest.mark.slow
 def test_4_a_fifo_inside_a_data_folder_is_skipped_and_counted(tunes_file, tmp_path):
     folder = tmp_path / "tunes"
     folder.mkdir()

@@ -225,6 +225,7 @@ def test_too_few_characters_is_a_corpus_error_before_the_run_dir_is_made(tunes, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_float16_training_uses_loss_scaling_and_restores_the_policy(tunes, tmp_path, monkeypatch):
     """CPUs get bfloat16; the float16 path (a GPU's) is forced here to exercise loss scaling."""
 
