@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from musicgen.config import (
+    MAX_BAR_CLOCK,
     MAX_BATCH,
     MAX_LAYERS,
     MAX_LENGTH_BUCKETS,
@@ -180,6 +181,14 @@ _TRAIN_OPTIONS = (
         default=None,
         help="Characters a Transformer attends over; also its training window unless --seq-length "
         f"is given.  [default: {ModelConfig.context}]",
+    ),
+    click.option(
+        "--bar-clock",
+        type=click.IntRange(0, MAX_BAR_CLOCK),
+        default=None,
+        help="LSTM: also give the model, at every character, the bars since the last section "
+        "mark (:|, |:, ||, |]), counted up to this number less one; 0 turns it off.  [default: "
+        f"{ModelConfig.bar_clock} (LSTM), 0 (Transformer)]",
     ),
     click.option(
         "--dropout",
@@ -378,6 +387,7 @@ def _window_and_augment_options(data: DataConfig, options: dict, resume: bool, s
 
 _MODEL_OPTIONS = (
     "kind", "embedding_dim", "units", "layers", "dropout", "d_model", "heads", "ff_dim", "context",
+    "bar_clock",
 )  # fmt: skip
 
 

@@ -64,6 +64,7 @@ STREAM_WINDOWS = {"transpose": (), "whole_tunes": False, "common_root": False}
 # What a config.json written before these fields existed meant, so such a run resumes as it
 # began, not with today's defaults.
 LEGACY_DATA = {"seq_length": 128, **STREAM_WINDOWS}
+LEGACY_MODEL = {"bar_clock": 0}
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,11 @@ class ModelConfig:
     heads: int = 4
     ff_dim: int = 768
     context: int = 256
+    # LSTM: embeddings of the bars since the last section mark (`models.barclock`), counts
+    # 0 .. bar_clock - 1 told apart; 0 turns the clock off. `bar_ids` (the ids of "|", ":" and
+    # "]", -1 for one the vocabulary lacks) is filled in from the vocabulary like `vocab_size`.
+    bar_clock: int = 32
+    bar_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
@@ -147,6 +153,19 @@ class ModelConfig:
         _check_number(self, "d_model", int, 2, MAX_WIDTH)
         _check_number(self, "heads", int, 1, 256)
         _check_number(self, "context", int, 2, MAX_WINDOW)
+        _check_number(self, "bar_clock", int, 0, MAX_BAR_CLOCK)
+        if self.kind == "transformer" and self.bar_clock:
+            raise ConfigError(
+                f"bar_clock {self.bar_clock}: the bar clock is an LSTM input (a Transformer "
+                "looks back at the bar lines itself); use 0 with a Transformer",
+                field="bar_clock",
+            )
+        ids = self.bar_ids
+        if not isinstance(ids, list | tuple) or len(ids) not in (0, 3) or any(
+            isinstance(i, bool) or not isinstance(i, int) or not -1 <= i < 65_536 for i in ids
+        ):
+            raise ConfigError(f"bar_ids must be three token ids or none, got {ids!r}", "bar_ids")
+        object.__setattr__(self, "bar_ids", tuple(ids))
         if self.kind == "transformer" and (self.d_model % self.heads or self.d_model % 2):
             raise ConfigError(
                 f"d_model {self.d_model} must be even and a multiple of heads ({self.heads}); "
@@ -158,11 +177,12 @@ class ModelConfig:
     def defaults(cls, kind: str) -> ModelConfig:
         """The default sizes of model family `kind`."""
         if kind == "transformer":
-            return cls(kind=kind, layers=TRANSFORMER_LAYERS)
+            return cls(kind=kind, layers=TRANSFORMER_LAYERS, bar_clock=0)
         return cls(kind=kind)
 
 
 TRANSFORMER_LAYERS = 4
+MAX_BAR_CLOCK = 1024
 
 
 def _fitting_width(d_model: int, heads: int) -> int:
@@ -295,11 +315,10 @@ class RunConfig:
                 f"{CONFIG_VERSION}; retrain or use the musicgen that wrote it"
             )
         try:
-            data = raw.get("data", {})
-            data = _build(DataConfig, {**LEGACY_DATA, **data} if isinstance(data, dict) else data)
+            data = _build(DataConfig, _with_legacy(LEGACY_DATA, raw.get("data", {})))
             config = cls(
                 data=data,
-                model=_build(ModelConfig, raw.get("model", {})),
+                model=_build(ModelConfig, _with_legacy(LEGACY_MODEL, raw.get("model", {}))),
                 train=_build(TrainConfig, raw.get("train", {})),
                 version=version,
                 init=None if raw.get("init") is None else _build(InitConfig, raw["init"]),
@@ -343,7 +362,8 @@ def parameter_count(model: ModelConfig) -> int:
     if model.kind == "lstm":
         inputs = [model.embedding_dim] + [model.units] * (model.layers - 1)
         lstm = sum(4 * (width + model.units + 1) * model.units for width in inputs)
-        return vocab * model.embedding_dim + lstm + (model.units + 1) * vocab
+        clock = model.bar_clock * model.embedding_dim
+        return vocab * model.embedding_dim + clock + lstm + (model.units + 1) * vocab
     width, ff = model.d_model, model.ff_dim
     block = 4 * (width + 1) * width + (width + 1) * ff + (ff + 1) * width + 4 * width
     return vocab * width + model.context * width + model.layers * block + (width + 1) * vocab
@@ -392,6 +412,12 @@ def check_memory(config: RunConfig) -> None:
         "size",
         field="",
     )
+
+
+def _with_legacy(legacy: dict, values):
+    """`values` (a JSON object from config.json) with what a field it lacks meant when it was
+    written, before that field existed."""
+    return {**legacy, **values} if isinstance(values, dict) else values
 
 
 def _build(kind, values: dict):

@@ -49,8 +49,9 @@ if TYPE_CHECKING:
 FINETUNE_LEARNING_RATE = 1e-3
 FINETUNE_CHARACTERS = 300 * 64 * 128  # 2,457,600: see the module's docstring
 MIN_FINETUNE_STEPS = 20
-# Model settings a fine-tuned run may change: they shape no weight.
-FREE_MODEL_FIELDS = ("vocab_size", "dropout")
+# Model settings a fine-tuned run may change: they shape no weight (bar_ids follows the
+# vocabulary, whose added characters come after the parent's).
+FREE_MODEL_FIELDS = ("vocab_size", "bar_ids", "dropout")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,6 +82,7 @@ from musicgen.finetune import (
 )
 from musicgen.keyroot import Homes, common_root_split
 from musicgen.metrics import METRICS_EVERY, MetricsLog, read_metrics, write_loss_plot
+from musicgen.models.barclock import clock_ids
 from musicgen.progress import Progress, Timing, validation_line
 from musicgen.rundir import RunLock, check_run_dir
 from musicgen.split import split_tunes
@@ -194,9 +195,9 @@ def train(
     vocab = _vocabulary(corpus, paths, resume, parent)
     if parent is not None and not resume:
         init = parent.init_config(vocab)
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, vocab_size=len(vocab)), init=init
-    )
+    bar_ids = clock_ids(vocab) if config.model.bar_clock else ()
+    model_config = dataclasses.replace(config.model, vocab_size=len(vocab), bar_ids=bar_ids)
+    config = dataclasses.replace(config, model=model_config, init=init)
     check_memory(config)
     streams = _Streams.of(
         corpus,

@@ -1,5 +1,8 @@
 """Character-level LSTM language model: Embedding -> LSTM x N (dropout between) -> Dense.
 
+With `config.bar_clock`, each character's embedding has the embedding of the bar clock added
+(the bars since the last section mark, `models.barclock`), and the state carries the clock.
+
 The LSTM layers keep Keras' cuDNN-compatible defaults (tanh / sigmoid activations, bias on, no
 recurrent dropout, not unrolled), so on a GPU TensorFlow runs them with cuDNN kernels. Without a
 GPU, Keras' generic loop multiplies each step's input by the input kernel inside the loop; `call`
@@ -14,6 +17,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from musicgen.config import ModelConfig
+from musicgen.models import barclock
 
 
 class LSTMLanguageModel(keras.Model):
@@ -31,6 +35,11 @@ class LSTMLanguageModel(keras.Model):
             layers.LSTM(config.units, return_sequences=True, return_state=True, name=f"lstm_{i}")
             for i in range(config.layers)
         ]
+        self.bar_clock = (
+            layers.Embedding(config.bar_clock, config.embedding_dim, name="bar_clock")
+            if config.bar_clock
+            else None
+        )
         self.dropout = layers.Dropout(config.dropout)
         self.use_cudnn = bool(tf.config.list_physical_devices("GPU"))
         # Logits stay float32 under a mixed-precision policy so the softmax is stable.
@@ -39,6 +48,8 @@ class LSTMLanguageModel(keras.Model):
     def build(self, input_shape):
         # Built explicitly: on a CPU `call` reads the LSTM weights without calling the layers.
         self.embedding.build(input_shape)
+        if self.bar_clock is not None:
+            self.bar_clock.build(input_shape)
         features = self.config.embedding_dim
         for lstm in self.lstm_layers:
             lstm.build((None, None, features))
@@ -58,10 +69,14 @@ class LSTMLanguageModel(keras.Model):
         Returns:
             logits (batch, time, vocab), and the new state when `return_state`.
         """
-        x = self.embedding(token_ids)  # (batch, time, embedding)
         if state is None:
             state = self.initial_state(ops.shape(token_ids)[0])
+        x = self.embedding(token_ids)  # (batch, time, embedding)
         new_state = []
+        if self.bar_clock is not None:
+            count, previous = state[-1]
+            counts = barclock.counts(token_ids, count, previous, self.config.bar_ids)
+            x = x + self.bar_clock(self._clock_index(counts))
         for lstm, (h, c) in zip(self.lstm_layers, state):
             if self.use_cudnn:
                 x, h, c = lstm(x, initial_state=[h, c], training=training)
@@ -69,6 +84,8 @@ class LSTMLanguageModel(keras.Model):
                 x, h, c = _lstm_sequence(lstm, x, h, c)
             x = self.dropout(x, training=training)
             new_state.append((h, c))
+        if self.bar_clock is not None:
+            new_state.append((counts[:, -1], tf.cast(token_ids[:, -1], tf.int32)))
         logits = self.to_logits(x)
         return (logits, tuple(new_state)) if return_state else logits
 
@@ -78,9 +95,18 @@ class LSTMLanguageModel(keras.Model):
         return self(token_ids)
 
     def initial_state(self, batch_size):
-        """Zero (h, c) for every layer: a tuple of pairs of (batch, units) tensors."""
+        """Zero (h, c) for every layer: a tuple of pairs of (batch, units) tensors; with the bar
+        clock, then the pair (count, previous character), int32 (batch,) each: 0 and none."""
         zeros = ops.zeros((batch_size, self.config.units), dtype=self.compute_dtype)
-        return tuple((zeros, zeros) for _ in self.lstm_layers)
+        state = tuple((zeros, zeros) for _ in self.lstm_layers)
+        if self.bar_clock is None:
+            return state
+        clock = (tf.zeros([batch_size], tf.int32), tf.fill([batch_size], barclock.NO_ID))
+        return (*state, clock)
+
+    def _clock_index(self, counts):
+        """Counts past the clock's last embedding row share that row."""
+        return tf.minimum(counts, self.config.bar_clock - 1)
 
     def step(self, token_ids, state):
         """One character per sequence: (batch,) ids -> (batch, vocab) logits and the next state.
@@ -90,9 +116,15 @@ class LSTMLanguageModel(keras.Model):
         """
         x = self.embedding(token_ids)  # (batch, embedding)
         new_state = []
+        if self.bar_clock is not None:
+            count, previous = state[-1]
+            count = barclock.step(count, previous, token_ids, self.config.bar_ids)
+            x = x + self.bar_clock(self._clock_index(count))
         for lstm, (h, c) in zip(self.lstm_layers, state):
             x, (h, c) = lstm.cell(x, [h, c], training=False)
             new_state.append((h, c))
+        if self.bar_clock is not None:
+            new_state.append((count, tf.cast(token_ids, tf.int32)))
         return self.to_logits(x), tuple(new_state)
 
 
