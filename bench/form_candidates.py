@@ -53,7 +53,7 @@ FIFTHS = (-5, 5)  # a fourth down and up: D major becomes A major and G major
 WHOLE_TUNE_WINDOW = 512  # holds 97% of the bundled corpus's tunes whole
 CANDIDATES = (
     "before", "augment", "whole", "both", "fifths", "default", "transformer512",
-    "transformer-whole", "transformer-both", "root", "root32", "root-stream",
+    "transformer-whole", "transformer-both", "root", "root32", "root-stream", "no-clock",
 )  # fmt: skip
 DEFAULT_CANDIDATES = ("before", "augment", "whole", "both")
 TODAY_BITS_PER_CHAR = 1.662  # issue 13: the recipe before it, 1,500 steps
@@ -89,6 +89,8 @@ def candidate_config(name: str, shifts: tuple[int, ...]):
     )
 
     before = stream_recipe()  # 64 x 128 windows from anywhere: 8,192 characters a step
+    # The candidates measured before the bar clock existed keep their model: the LSTM without it.
+    plain = ModelConfig(bar_clock=0)
     whole = DataConfig(
         seq_length=WHOLE_TUNE_WINDOW, whole_tunes=True, transpose=(), common_root=False
     )
@@ -101,32 +103,39 @@ def candidate_config(name: str, shifts: tuple[int, ...]):
         return dataclasses.replace(before, data=data), f"before + every tune transposed by {shifts}"
     if name == "whole":
         return (
-            RunConfig(data=whole, train=wide),
+            RunConfig(data=whole, model=plain, train=wide),
             "default LSTM, 16 windows of up to 512 from tune starts, padded, length-bucketed",
         )
     if name == "both":
         data = dataclasses.replace(whole, transpose=shifts)
-        return RunConfig(data=data, train=wide), "whole-tune windows + transposition"
+        return RunConfig(data=data, model=plain, train=wide), "whole-tune windows + transposition"
     if name == "fifths":
         # Only the shifts that turn a D tune into a G or an A tune: the same shape, another home.
         data = dataclasses.replace(whole, transpose=FIFTHS)
-        return RunConfig(data=data, train=wide), f"whole-tune windows + transposition by {FIFTHS}"
+        return RunConfig(
+            data=data, model=plain, train=wide
+        ), f"whole-tune windows + transposition by {FIFTHS}"
     if name == "root":
         data = dataclasses.replace(whole, common_root=True)
         return (
-            RunConfig(data=data, train=wide),
+            RunConfig(data=data, model=plain, train=wide),
             "whole-tune windows, every tune moved to root C (`keyroot`)",
         )
     if name == "root32":
         # 32 whole tunes a step: about 1.1x the time of 16 for twice the characters on this CPU.
         data = dataclasses.replace(whole, common_root=True)
         train = dataclasses.replace(TrainConfig(), batch_size=32)
-        return RunConfig(data=data, train=train), "root, 32 whole-tune windows a step"
+        return RunConfig(data=data, model=plain, train=train), "root, 32 whole-tune windows a step"
     if name == "root-stream":
         data = dataclasses.replace(before.data, common_root=True)
         return dataclasses.replace(before, data=data), "before + every tune moved to root C"
     if name == "default":
         return RunConfig(), "today's default recipe (`musicgen train`), whatever it is"
+    if name == "no-clock":
+        return (
+            RunConfig(model=plain),
+            "today's default recipe without the bar clock (`musicgen train --bar-clock 0`)",
+        )
     if name in ("transformer-whole", "transformer-both"):
         # The Transformer can attend to the K: line directly when the window holds the tune.
         model = dataclasses.replace(ModelConfig.defaults("transformer"), context=WHOLE_TUNE_WINDOW)

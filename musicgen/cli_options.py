@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from musicgen.config import (
+    LSTM_BAR_CLOCK,
     MAX_BAR_CLOCK,
     MAX_BATCH,
     MAX_LAYERS,
@@ -188,7 +189,7 @@ _TRAIN_OPTIONS = (
         default=None,
         help="LSTM: also give the model, at every character, the bars since the last section "
         "mark (:|, |:, ||, |]), counted up to this number less one; 0 turns it off.  [default: "
-        f"{ModelConfig.bar_clock} (LSTM), 0 (Transformer)]",
+        f"{LSTM_BAR_CLOCK} (LSTM), 0 (Transformer)]",
     ),
     click.option(
         "--dropout",

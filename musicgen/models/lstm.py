@@ -40,6 +40,9 @@ class LSTMLanguageModel(keras.Model):
             if config.bar_clock
             else None
         )
+        # A config built by hand, not by train from a vocabulary, may name no ids: then no
+        # character is a bar line and the clock stays at 0.
+        self.bar_ids = config.bar_ids or (barclock.NO_ID,) * 3
         self.dropout = layers.Dropout(config.dropout)
         self.use_cudnn = bool(tf.config.list_physical_devices("GPU"))
         # Logits stay float32 under a mixed-precision policy so the softmax is stable.
@@ -75,7 +78,7 @@ class LSTMLanguageModel(keras.Model):
         new_state = []
         if self.bar_clock is not None:
             count, previous = state[-1]
-            counts = barclock.counts(token_ids, count, previous, self.config.bar_ids)
+            counts = barclock.counts(token_ids, count, previous, self.bar_ids)
             x = x + self.bar_clock(self._clock_index(counts))
         for lstm, (h, c) in zip(self.lstm_layers, state):
             if self.use_cudnn:
@@ -118,7 +121,7 @@ class LSTMLanguageModel(keras.Model):
         new_state = []
         if self.bar_clock is not None:
             count, previous = state[-1]
-            count = barclock.step(count, previous, token_ids, self.config.bar_ids)
+            count = barclock.step(count, previous, token_ids, self.bar_ids)
             x = x + self.bar_clock(self._clock_index(count))
         for lstm, (h, c) in zip(self.lstm_layers, state):
             x, (h, c) = lstm.cell(x, [h, c], training=False)
