@@ -132,7 +132,8 @@ def evaluation_figures(result: dict, source: Path | str) -> dict:
 def _model_part(config: RunConfig) -> dict:
     model = config.model
     if model.kind == "lstm":
-        shape = {"layers": model.layers, "units": model.units, "embedding_dim": model.embedding_dim}
+        shape = {"layers": model.layers, "units": model.units, "embedding_dim": model.embedding_dim,
+                 "bar_clock": model.bar_clock}  # fmt: skip
     else:
         shape = {"layers": model.layers, "d_model": model.d_model, "heads": model.heads,
                  "ff_dim": model.ff_dim, "context": model.context}  # fmt: skip
@@ -328,6 +329,8 @@ def _model_text(card: dict) -> str:
     if model["family"] == "lstm":
         shape = (f"LSTM, {model['layers']} x {model['units']} units, embedding "
                  f"{model['embedding_dim']}")  # fmt: skip
+        if model.get("bar_clock"):  # cards written before the clock have none
+            shape += f", bar clock {model['bar_clock']}"
     else:
         shape = (f"Transformer, {model['layers']} blocks of width {model['d_model']} "
                  f"({model['heads']} heads, feed-forward {model['ff_dim']}), context "
