@@ -12,7 +12,10 @@ The count after each character, given the character before it:
 - any other `|` is a bar line: the count goes up by one;
 - every other character leaves it as it was (a `]` closing a chord `[CEG]` is not a mark).
 
-Header lines hold `:` (`K:`, `M:`), so the clock starts each tune's body at 0.
+Header lines hold `:` (`K:`, `M:`), so the clock starts each tune's body at 0. A training window cut
+from the middle of a tune (`--stream-windows`) starts counting at 0, as the LSTM's state starts at
+zeros there; the window's first section mark sets the count right. Whole-tune windows (the
+default) and generation always count from the tune's start.
 """
 
 from __future__ import annotations
