@@ -196,9 +196,11 @@ def test_the_run_records_its_parent_and_loads_like_any_run(finetuned, parent_roo
         "step": step,
         "added_characters": NEW_CHARACTERS,
     }
-    assert config["model"] == {**dataclasses.asdict(TINY_MODEL), "vocab_size": config["model"][
-        "vocab_size"]}  # fmt: skip
+    filled = {name: config["model"][name] for name in ("vocab_size", "bar_ids")}
+    assert config["model"] == {**dataclasses.asdict(TINY_MODEL), **filled}
     model, vocab, run_config = load_for_inference(run, checkpoint="best")
+    # The bar clock's ids are those of the grown vocabulary (the parent's characters kept theirs).
+    assert filled["bar_ids"] == [vocab.encode(c)[0] for c in "|:]"]
     assert run_config.init == InitConfig(f"bundled:{NAME}", step, NEW_CHARACTERS)
     assert len(vocab) == model.config.vocab_size
 
@@ -300,7 +302,7 @@ def test_fine_tuning_defaults_and_what_comes_from_the_parent(parent, parent_run,
     # The parent's windows (64 characters) with the default 64 of them: 9.4 passes at 300 steps.
     assert config.data.seq_length == 64
     assert config.train.steps == round(FINETUNE_CHARACTERS / (64 * config.train.batch_size))
-    assert dataclasses.replace(config.model, vocab_size=0) == TINY_MODEL
+    assert dataclasses.replace(config.model, vocab_size=0, bar_ids=()) == TINY_MODEL
     assert config.init == InitConfig(f"bundled:{NAME}")
 
     config = captured_config(monkeypatch, "--init", parent_run, "--steps", 50, "--learning-rate",
