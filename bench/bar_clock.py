@@ -22,18 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from provenance import print_json  # noqa: E402
+from provenance import load_average, print_json  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 SEED_TEXT = "X:1\nT:Bench\nM:6/8\nL:1/8\nK:C\n"
 ORDER = (True, False, False, True)  # clock on, off, off, on
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def generation(repeats: int, length: int) -> dict:

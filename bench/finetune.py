@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from form_candidates import train_for  # noqa: E402  (the same calibrated, budgeted training)
-from provenance import print_json  # noqa: E402
+from provenance import load_average, print_json  # noqa: E402
 
 COLLECTION = "essenFolksong"
 TARGET_VALID = 0.95
@@ -56,13 +56,6 @@ INHERITED = ("seq_length", "whole_tunes", "length_buckets", "common_root")  # as
 
 def log(message: str) -> None:
     print(f"[finetune bench] {message}", file=sys.stderr, flush=True)
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def tunebook(count: int, folder: Path) -> Path:

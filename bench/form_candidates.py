@@ -46,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import form as form_bench  # noqa: E402  (bench/form.py)
-from provenance import print_json  # noqa: E402
+from provenance import load_average, print_json  # noqa: E402
 
 DEFAULT_SHIFTS = "-5..6"  # every tune in all 12 keys, as near its own as it goes
 FIFTHS = (-5, 5)  # a fourth down and up: D major becomes A major and G major
@@ -68,13 +68,6 @@ TARGETS = {
 
 def log(message: str) -> None:
     print(f"[candidates] {message}", file=sys.stderr, flush=True)
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def candidate_config(name: str, shifts: tuple[int, ...]):

@@ -27,6 +27,14 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, None where the OS does not say."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def provenance() -> dict:
     """The commit, version and machine of this run (commit None outside a git checkout)."""
     import musicgen
@@ -40,7 +48,7 @@ def provenance() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load_average(),
     }
 
 
