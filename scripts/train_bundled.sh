@@ -7,7 +7,8 @@
 #
 # The recipe is the default one since issue 13 (docs/form.md, "The default recipe since issue
 # 13"), spelled out so the model rebuilds the same whatever the defaults become: the default LSTM
-# (2 x 384, 2.0M parameters) on 32 whole tunes a step (windows of up to 512 from a tune's start),
+# (2 x 384, 2.0M parameters, bar clock 32)
+# on 32 whole tunes a step (windows of up to 512 from a tune's start),
 # every tune moved to root C, trained for 2,400 steps instead of the default 1,500.
 # See docs/train.md, "Fine-tuning (--init) and the bundled model".
 set -euo pipefail
@@ -18,5 +19,5 @@ musicgen=${MUSICGEN_VENV:-.venv}/bin/musicgen
 python=${MUSICGEN_VENV:-.venv}/bin/python
 
 "$musicgen" train --run-dir "$run_dir" --whole-tunes --seq-length 512 --batch-size 32 \
-    --common-root --steps 2400 --random-seed 0 "$@"
+    --common-root --bar-clock 32 --steps 2400 --random-seed 0 "$@"
 "$python" scripts/export_bundled.py "$run_dir" folk-lstm
