@@ -127,10 +127,11 @@ def trained_ours(run_dir: Path) -> dict:
 
 def ours_curve(run_dir: Path, validation_texts) -> tuple[list[dict], object, object]:
     """Whole-tune validation bits/char at each kept checkpoint, with its elapsed seconds."""
-    from musicgen.checkpoint import build_model_for, load_run, restore_weights
     from musicgen.evaluate import score_tunes
+    from musicgen.runfiles import load_run
     from musicgen.tfsetup import import_tensorflow
     from musicgen.train import read_metrics
+    from musicgen.weights import build_model_for, restore_weights
 
     tf = import_tensorflow()
     config, vocab = load_run(run_dir)

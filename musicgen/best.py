@@ -20,15 +20,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from musicgen.checkpoint import (
-    BEST_VALUE_KEY,
-    WEIGHTS_KEY,
-    RunPaths,
-    model_weights,
-    sync_checkpoint,
-)
+from musicgen.checkpoint import BEST_VALUE_KEY, RunPaths, sync_checkpoint
 from musicgen.errors import CheckpointError, first_line
 from musicgen.tfsetup import import_tensorflow
+from musicgen.weights import WEIGHTS_KEY, model_weights
 
 tf = import_tensorflow()
 

@@ -7,14 +7,14 @@ A bundled model is a folder `musicgen/bundled_models/NAME/` of the installed pac
     corpus.json    what that run trained on, with the header values `generate --key` accepts
     card.json      its card (`musicgen.card`), whose `exported_from` names the run, the checkpoint
                    and step the weights are, and the float16 check's figures
-    weights.npz    the weights as float16 arrays, one per `checkpoint.model_weights` key
+    weights.npz    the weights as float16 arrays, one per `weights.model_weights` key
 
 It holds no code and no pickle. The weights are a NumPy `.npz` rather than a TensorFlow checkpoint
 of float16 tensors: one plain zip of `.npy` arrays, read with `allow_pickle=False` so that nothing
 but numbers can come out of it, each member checked against its CRC-32 as it is read, and its
 names and shapes listed without TensorFlow. Loading follows the rule of a run directory: the model
 is rebuilt from config.json, every weight's name and shape is checked against it
-(`checkpoint.check_weight_shapes`), and the float16 values are cast into the float32 model.
+(`weights.check_weight_shapes`), and the float16 values are cast into the float32 model.
 `scripts/export_bundled.py` writes such a folder from a trained run (`export.export_bundled`).
 
 A bundled model is asked for by its name (`--run-dir folk-lstm`, `--init folk-lstm`, `musicgen info
@@ -215,7 +215,7 @@ def restore_bundled(model, path: Path) -> None:
     Raises:
         CheckpointError: the file is damaged or its weights do not fit the model.
     """
-    from musicgen.checkpoint import check_weight_shapes, model_weights
+    from musicgen.weights import check_weight_shapes, model_weights
 
     arrays = read_weights(path)
     check_weight_shapes(model, {key: array.shape for key, array in arrays.items()}, Path(path))

@@ -16,27 +16,31 @@ A model is rebuilt from config.json alone and its weights restored from the chec
 no code from the directory is ever run. A bundled model's folder (`musicgen.bundled`: config.json,
 vocab.json and float16 weights.npz) loads through the same `load_for_inference` and
 `choose_checkpoint` / `restore_model`.
+
+This module keeps the TensorFlow checkpoints: finding, checking and writing them, and choosing the
+one a model is loaded from. `musicgen.runfiles` reads config.json and vocab.json back and writes
+corpus.json; `musicgen.weights` builds a run's model and restores its weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from musicgen.config import RunConfig
-from musicgen.errors import CheckpointError, VocabularyError, first_line, print_to_stderr
-from musicgen.files import atomic_write_text
+from musicgen.errors import CheckpointError, first_line, print_to_stderr
 from musicgen.rundir import RunPaths
+
+# train.py takes SplitRecord and write_corpus_record from here; their home is runfiles.py.
+from musicgen.runfiles import SplitRecord, load_run, write_corpus_record  # noqa: F401
 from musicgen.tfsetup import import_tensorflow
 from musicgen.vocab import Vocabulary
+from musicgen.weights import WEIGHTS_KEY, build_model_for, model_weights, restore_weights
 
 tf = import_tensorflow()
-
-WEIGHTS_KEY = "model_weights"  # top-level name of the weights in the checkpoint's object graph
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:
@@ -232,114 +236,6 @@ def _check_same_model(saved: RunConfig, config: RunConfig, source: Path) -> None
         )
 
 
-def load_run(run_dir: Path) -> tuple[RunConfig, Vocabulary]:
-    """Reads `config.json` and `vocab.json` and checks that they belong together.
-
-    Raises:
-        CheckpointError: naming the directory or the file that is missing or bad.
-    """
-    paths = RunPaths(Path(run_dir))
-    if not paths.root.is_dir():
-        raise CheckpointError(f"{paths.root}: no such run directory")
-    config = RunConfig.load(paths.config)
-    try:
-        vocab = Vocabulary.load(paths.vocab)
-    except VocabularyError as exc:
-        raise CheckpointError(str(exc)) from None
-    if config.model.vocab_size != len(vocab):
-        raise CheckpointError(
-            f"{paths.vocab}: {len(vocab)} tokens, but {paths.config} expects "
-            f"{config.model.vocab_size}; the two files come from different runs"
-        )
-    return config, vocab
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitRecord:
-    """What corpus.json says of one split (training or validation).
-
-    Attributes:
-        tunes: how many tunes.
-        characters: their characters, BOS and EOS not counted.
-        sources: one source per tune, or, for a large corpus read through `musicgen.encoded`, the
-            files its tunes came from (each once, in reading order); `per` says which.
-        per: "tune" or "file".
-    """
-
-    tunes: int
-    characters: int
-    sources: tuple[str, ...]
-    per: str = "tune"
-
-    @classmethod
-    def of_tunes(cls, tunes: Sequence) -> SplitRecord:
-        """The record of `tunes`, objects with `text` and `source` attributes."""
-        return cls(len(tunes), sum(len(t.text) for t in tunes), tuple(str(t.source) for t in tunes))
-
-
-def write_corpus_record(
-    run_dir: Path,
-    train_tunes: Sequence | SplitRecord,
-    validation_tunes: Sequence | SplitRecord,
-    summary: str = "",
-    headers: dict | None = None,
-    homes: dict | None = None,
-) -> None:
-    """Writes `corpus.json`: how many tunes trained and validated the run, and where they came from.
-
-    Its keys: summary, tunes, train_tunes, validation_tunes, train_characters,
-    validation_characters, train_sources, validation_sources, sources_per ("tune" when the
-    source lists name each tune, "file" when they name the files of a large corpus), and headers
-    when given.
-
-    Args:
-        run_dir: the run directory.
-        train_tunes: objects with `text` and `source` attributes, or a SplitRecord of them.
-        validation_tunes: likewise.
-        summary: the corpus loader's one-line ingestion summary.
-        headers: the header values the training tunes use (`musicgen.controls.KnownHeaders`'s
-            JSON), which `generate --key/--meter/--type` are checked against.
-        homes: with `DataConfig.common_root`, the roots the training tunes had (`keyroot.Homes`'s
-            JSON), which generated tunes are moved back into.
-    """
-    train, validation = (
-        tunes if isinstance(tunes, SplitRecord) else SplitRecord.of_tunes(tunes)
-        for tunes in (train_tunes, validation_tunes)
-    )
-    record = {
-        "summary": summary,
-        "tunes": train.tunes + validation.tunes,
-        "train_tunes": train.tunes,
-        "validation_tunes": validation.tunes,
-        "train_characters": train.characters,
-        "validation_characters": validation.characters,
-        "train_sources": list(train.sources),
-        "validation_sources": list(validation.sources),
-        "sources_per": train.per,
-    }
-    if headers is not None:
-        record["headers"] = headers
-    if homes is not None:
-        record["homes"] = homes
-    atomic_write_text(RunPaths(Path(run_dir)).corpus, json.dumps(record, indent=1) + "\n")
-
-
-def model_weights(model) -> dict:
-    """The model's variables keyed by their path inside the model, e.g. "lstm_0/lstm_cell/kernel".
-
-    Checkpoints store this dict rather than the model object: TensorFlow's object graph does not see
-    layers that a Keras 3 model keeps in a Python list, and would silently skip their weights. The
-    model's own name (which Keras numbers per process) is dropped from the keys.
-    """
-    weights = {}
-    for variable in model.weights:
-        key = variable.path.split("/", 1)[-1]
-        if key in weights:
-            raise ValueError(f"two model variables share the path {key!r}")
-        weights[key] = variable
-    return weights
-
-
 def make_checkpoint(model, optimizer=None, step=None):
     """A `tf.train.Checkpoint` of the model's weights, and for training also of the optimizer, the
     step and the model's random-number state (dropout), so a resumed run continues exactly.
@@ -360,94 +256,6 @@ def checkpoint_manager(run_dir: Path, checkpoint, max_to_keep: int):
     """A `tf.train.CheckpointManager` writing `checkpoint` into `run_dir/ckpt` as ckpt-<step>."""
     directory = RunPaths(Path(run_dir)).checkpoints
     return tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=max(1, max_to_keep))
-
-
-def build_model_for(config: RunConfig, *, policy: str | None = None):
-    """Builds the model `config` describes and creates its weights (by calling it on one token).
-
-    Args:
-        config: the run's settings.
-        policy: a Keras dtype policy for this model only ("float32"); None keeps the global one.
-    """
-    import keras
-
-    from musicgen.models import build_model
-
-    previous = keras.mixed_precision.global_policy()
-    if policy is not None:
-        keras.mixed_precision.set_global_policy(policy)
-    try:
-        model = build_model(config.model)
-        model(tf.zeros((1, 1), tf.int32), training=False)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    return model
-
-
-def restore_weights(model, checkpoint_path: str, source: Path) -> None:
-    """Restores only the model's weights from a checkpoint, after checking every name and shape.
-
-    Raises:
-        CheckpointError: the checkpoint is unreadable or its weights do not fit the model.
-    """
-    try:
-        saved = {name: tuple(shape) for name, shape in tf.train.list_variables(checkpoint_path)}
-    except (tf.errors.OpError, ValueError) as exc:
-        raise CheckpointError(f"{source}: checkpoint unreadable ({first_line(exc)})") from None
-    weights = model_weights(model)
-    _check_weights_fit(model, weights, saved, source)
-    try:
-        # Only the weights are read: the optimizer and step stay in the file, unread on purpose.
-        tf.train.Checkpoint(**{WEIGHTS_KEY: weights}).restore(checkpoint_path).expect_partial()
-    except (ValueError, IndexError, tf.errors.OpError) as exc:
-        # A truncated data file surfaces as IndexError ("Read less bytes than requested").
-        message = f"{source}: cannot restore the weights ({first_line(exc)})"
-        raise CheckpointError(message) from None
-
-
-def check_weight_shapes(model, shapes: dict[str, tuple], source: Path) -> None:
-    """`restore_weights`' check for weights stored by their `model_weights` key (a bundled
-    model's `.npz`): exactly the model's weights, each of the model's shape.
-
-    Raises:
-        CheckpointError: naming `source` and the first weight that does not fit.
-    """
-    saved = {_checkpoint_key(key): tuple(shape) for key, shape in shapes.items()}
-    _check_weights_fit(model, model_weights(model), saved, source)
-
-
-def _check_weights_fit(model, weights: dict, saved: dict, source: Path) -> None:
-    """Raises CheckpointError unless the checkpoint (`saved`: name -> shape) holds exactly the
-    model's weights, each with the model's shape."""
-    expected = {_checkpoint_key(key): key for key in weights}
-    missing = [key for name, key in expected.items() if name not in saved]
-    unexpected = [n for n in saved if n.startswith(WEIGHTS_KEY + "/") and n not in expected]
-    if missing or unexpected:
-        problems = []
-        if missing:
-            problems.append(
-                f"{len(missing)} model weights not in the checkpoint, e.g. {missing[0]}"
-            )
-        if unexpected:
-            problems.append(f"{len(unexpected)} checkpoint weights not in the model")
-        raise CheckpointError(
-            f"{source}: config.json does not match the weights ({'; '.join(problems)})"
-        )
-    for name, key in expected.items():
-        shape = tuple(weights[key].shape)
-        if shape != saved[name]:
-            # A dimension of vocabulary size that differs means vocab.json belongs to another run.
-            vocab_size = getattr(getattr(model, "config", None), "vocab_size", None)
-            what = "vocabulary" if vocab_size in shape else "config.json"
-            raise CheckpointError(
-                f"{source}: {what} does not match the weights ({key}: model {shape}, checkpoint "
-                f"{saved[name]})"
-            )
-
-
-def _checkpoint_key(weight_key: str) -> str:
-    # TensorFlow escapes "/" inside a dict key as ".S" when it names the checkpointed value.
-    return f"{WEIGHTS_KEY}/{weight_key.replace('/', '.S')}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 CHECKPOINT_CHOICES = ("best", "last")

@@ -98,7 +98,9 @@ def export_bundled(
             loaded, weights too large, or float16 logits further than `tolerance` from float32's.
         CorpusError: the run's corpus cannot be read for the check (pass `tunes`).
     """
-    from musicgen.checkpoint import choose_checkpoint, load_run, model_weights, restore_model
+    from musicgen.checkpoint import choose_checkpoint, restore_model
+    from musicgen.runfiles import load_run
+    from musicgen.weights import model_weights
 
     run_dir = Path(run_dir)
     destination = _destination(root, name, force)
@@ -189,8 +191,8 @@ def float16_check(model, config, vocab: Vocabulary, weights_path: Path, texts, t
     the largest logit difference at any position, and both models' bits/char."""
     import tensorflow as tf
 
-    from musicgen.checkpoint import build_model_for
     from musicgen.evaluate import score_tunes
+    from musicgen.weights import build_model_for
 
     restored = build_model_for(config, policy="float32")
     restore_bundled(restored, weights_path)

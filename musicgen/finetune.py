@@ -82,7 +82,8 @@ def find_parent(spec: str | Path) -> Parent:
         CheckpointError: no such model, its config.json or vocab.json is missing or bad, or its
             weights are damaged.
     """
-    from musicgen.checkpoint import choose_checkpoint, load_run
+    from musicgen.checkpoint import choose_checkpoint
+    from musicgen.runfiles import load_run
 
     folder = folder_of_label(str(spec)) or model_folder(spec)
     if not folder.is_dir():
@@ -130,7 +131,7 @@ def extended_vocabulary(vocab: Vocabulary, characters: Iterable[str]) -> Vocabul
 
 @dataclasses.dataclass(frozen=True)
 class ParentWeights:
-    """A parent's weights as float32 arrays by `checkpoint.model_weights` key, and their step."""
+    """A parent's weights as float32 arrays by `weights.model_weights` key, and their step."""
 
     parent: Parent
     arrays: dict[str, np.ndarray]
@@ -151,7 +152,8 @@ def read_parent_weights(parent: Parent, warn: Callable[[str], object]) -> Parent
     Raises:
         CheckpointError: its weights are missing, damaged or do not fit its config.json.
     """
-    from musicgen.checkpoint import choose_checkpoint, model_weights, restore_model
+    from musicgen.checkpoint import choose_checkpoint, restore_model
+    from musicgen.weights import model_weights
 
     warnings: list[str] = []
     chosen = choose_checkpoint(parent.folder, "best", warnings.append)
@@ -170,7 +172,7 @@ def load_parent_weights(model, weights: ParentWeights, vocab: Vocabulary) -> Non
         CheckpointError: `vocab` does not start with the parent's characters, or a weight of the
             model has no counterpart in the parent's.
     """
-    from musicgen.checkpoint import model_weights
+    from musicgen.weights import model_weights
 
     known = weights.parent.vocab.characters
     if vocab.characters[: len(known)] != known:

@@ -25,7 +25,7 @@ import musicgen.train as train_module  # noqa: E402
 from musicgen import render  # noqa: E402
 from musicgen.abc import read_text_file, split_tunebook  # noqa: E402
 from musicgen.augment import augment_tunes, parse_shifts  # noqa: E402
-from musicgen.checkpoint import build_model_for, load_for_inference  # noqa: E402
+from musicgen.checkpoint import load_for_inference  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from musicgen.corpus import corpus_files, music21_corpus_folder  # noqa: E402
 from musicgen.dataset import (  # noqa: E402
@@ -45,6 +45,7 @@ from musicgen.split import split_tunes  # noqa: E402
 from musicgen.steps import loss_sum, train_step  # noqa: E402
 from musicgen.train import train  # noqa: E402
 from musicgen.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402
+from musicgen.weights import build_model_for  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 SHIFTS = (-3, 2)

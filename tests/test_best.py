@@ -27,7 +27,6 @@ from musicgen.best import BestCheckpoint, BestTracker  # noqa: E402
 from musicgen.checkpoint import (  # noqa: E402
     RunPaths,
     best_value,
-    build_model_for,
     choose_checkpoint,
     load_for_inference,
     remove_leftovers,
@@ -41,6 +40,7 @@ from musicgen.errors import CheckpointError, ConfigError, MusicgenError  # noqa:
 from musicgen.train import train  # noqa: E402
 from musicgen.validity import MAX_LENGTH, ValiditySampler  # noqa: E402
 from musicgen.vocab import Vocabulary  # noqa: E402
+from musicgen.weights import build_model_for  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 STEPS = 80

@@ -16,11 +16,9 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from musicgen.checkpoint import (  # noqa: E402
-    build_model_for,
     checkpoint_manager,
     latest_checkpoint,
     load_for_inference,
-    load_run,
     make_checkpoint,
     prepare_run_dir,
     remove_leftovers,
@@ -28,7 +26,9 @@ from musicgen.checkpoint import (  # noqa: E402
 from musicgen.config import ModelConfig, RunConfig  # noqa: E402
 from musicgen.corpus import music21_corpus_folder
 from musicgen.errors import CheckpointError  # noqa: E402
+from musicgen.runfiles import load_run  # noqa: E402
 from musicgen.vocab import Vocabulary  # noqa: E402
+from musicgen.weights import build_model_for  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 

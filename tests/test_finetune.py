@@ -169,8 +169,8 @@ def test_known_logits_are_the_parents_before_the_first_step(parent, child_tunes,
 def test_a_transformers_vocabulary_grows_the_same_way(child_tunes):
     """The rule is by shape, not by layer: a tiny Transformer's embedding and output layer grow,
     its position embedding (also a table) does not."""
-    from musicgen.checkpoint import build_model_for, model_weights
     from musicgen.finetune import Parent, ParentWeights, extended_vocabulary, load_parent_weights
+    from musicgen.weights import build_model_for, model_weights
 
     vocab = Vocabulary(sorted(PARENT_CHARACTERS))
     shape = dict(kind="transformer", d_model=16, heads=2, ff_dim=32, layers=1, context=64)

@@ -260,7 +260,7 @@ def test_the_loss_ignores_pad_targets():
 
 
 def test_train_step_is_traced_once_for_many_batches():
-    from musicgen.checkpoint import build_model_for
+    from musicgen.weights import build_model_for
 
     config = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, vocab_size=20))
     model = build_model_for(config)
