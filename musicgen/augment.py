@@ -8,9 +8,10 @@ they are, so bits/char stay comparable with runs trained without augmentation. A
 be made (a tune the renderer cannot read, a note that would leave MIDI's range) is skipped and
 counted by its `RenderError` reason; the tune itself is still trained on.
 
-The copies are made once, when the corpus is encoded (`encoded.build`, its cache key naming the
-intervals) or, for tunes in memory, before they are encoded (`augment_tunes`): the training stream
-simply holds more tunes, and the window sampling, resume and `tf.distribute` do not change.
+The copies are made once, when the corpus is encoded (`encoded_build.build`, its cache key
+naming the intervals) or, for tunes in memory, before they are encoded (`augment_tunes`): the
+training stream simply holds more tunes, and the window sampling, resume and `tf.distribute` do
+not change.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from cli_checks import MICRO_RUN
 from click.testing import CliRunner
 
 from musicgen import corpus as corpus_module
-from musicgen import encoded
+from musicgen import encoded_build
 from musicgen.corpus import load_corpus, music21_corpus_folder
 from musicgen.encoded import default_cache_dir, load_encoded_corpus
 from musicgen.errors import CorpusError, VocabularyError
@@ -147,7 +147,7 @@ def test_small_corpora_split_as_split_tunes_splits_them(tmp_path, fraction):
 def test_a_corpus_past_the_limit_records_its_files_not_each_tune(tmp_path, monkeypatch):
     from musicgen.train import _split_records
 
-    monkeypatch.setattr(encoded, "TUNE_SOURCES_UP_TO", 100)
+    monkeypatch.setattr(encoded_build, "TUNE_SOURCES_UP_TO", 100)
     texts = [t.text for t in load_corpus([ONEILLS])[0]]
     large_corpus.write_tiled_corpus(tmp_path / "books", texts, 250, per_file=100)
     corpus = load_encoded_corpus([tmp_path / "books"], fraction=0.2, use_cache=False)
@@ -236,7 +236,7 @@ def test_a_half_written_entry_is_never_used(tmp_path, monkeypatch):
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(encoded, "_write_json", disk_full)
+    monkeypatch.setattr(encoded_build, "_write_json", disk_full)
     with pytest.raises(OSError, match="No space"):
         load_encoded_corpus([ONEILLS], cache_dir=cache)
     assert list(cache.iterdir()) == []  # the staging folder went too
