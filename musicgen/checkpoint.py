@@ -33,9 +33,7 @@ from pathlib import Path
 from musicgen.config import RunConfig
 from musicgen.errors import CheckpointError, first_line, print_to_stderr
 from musicgen.rundir import RunPaths
-
-# train.py takes SplitRecord and write_corpus_record from here; their home is runfiles.py.
-from musicgen.runfiles import SplitRecord, load_run, write_corpus_record  # noqa: F401
+from musicgen.runfiles import load_run
 from musicgen.tfsetup import import_tensorflow
 from musicgen.vocab import Vocabulary
 from musicgen.weights import WEIGHTS_KEY, build_model_for, model_weights, restore_weights

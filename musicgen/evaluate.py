@@ -380,7 +380,8 @@ def evaluate_run(
         CheckpointError: the run cannot be loaded.
         CorpusError: its corpus or `data_paths` cannot be read.
     """
-    from musicgen.checkpoint import choose_checkpoint, load_run, restore_model
+    from musicgen.checkpoint import choose_checkpoint, restore_model
+    from musicgen.runfiles import load_run
 
     config, vocab = load_run(run_dir)
     chosen = choose_checkpoint(run_dir, checkpoint)

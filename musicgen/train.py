@@ -30,17 +30,13 @@ from musicgen.best import BestCheckpoint, BestTracker
 from musicgen.bundled import refuse_training_into
 from musicgen.checkpoint import (
     RunPaths,
-    SplitRecord,
-    build_model_for,
     checkpoint_manager,
     latest_checkpoint,
-    load_run,
     make_checkpoint,
     prepare_run_dir,
     remove_leftovers,
     sync_checkpoint,
     usable_checkpoint,
-    write_corpus_record,
 )
 from musicgen.config import DataConfig, RunConfig, check_memory
 from musicgen.dataset import (
@@ -85,11 +81,13 @@ from musicgen.metrics import METRICS_EVERY, MetricsLog, read_metrics, write_loss
 from musicgen.models.barclock import clock_ids
 from musicgen.progress import Progress, Timing, validation_line
 from musicgen.rundir import RunLock, check_run_dir
+from musicgen.runfiles import SplitRecord, load_run, write_corpus_record
 from musicgen.split import split_tunes
 from musicgen.steps import distributed_train_step, eval_step, make_optimizer
 from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
 from musicgen.validity import ValiditySampler
 from musicgen.vocab import Vocabulary
+from musicgen.weights import build_model_for
 
 tf = import_tensorflow()
 # After import_tensorflow, which quiets TensorFlow's start-up logging.
