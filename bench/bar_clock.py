@@ -72,6 +72,7 @@ def training(steps: int) -> dict:
     from musicgen.config import ModelConfig, RunConfig, TrainConfig
     from musicgen.corpus import load_corpus
     from musicgen.train import train
+    from musicgen.tune_split import split_corpus
 
     tunes = load_corpus()[0]
     rates = {True: [], False: []}
@@ -82,7 +83,8 @@ def training(steps: int) -> dict:
                 TrainConfig(), steps=steps, eval_every=steps, checkpoint_every=steps,
                 valid_sample=0, warmup_steps=0,
             ))  # fmt: skip
-            result = train(config, tunes, Path(work) / f"run-{i}", progress=False,
+            result = train(config, split_corpus(tunes, config.data),
+                           Path(work) / f"run-{i}", progress=False,
                            log=lambda _: None)  # fmt: skip
             rates[clock].append(result.chars_per_sec)  # the first (tracing) step left out
     mean = {clock: sum(r) / len(r) for clock, r in rates.items()}

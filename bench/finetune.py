@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     from musicgen.bundled import default_name
     from musicgen.corpus import load_corpus
     from musicgen.split import split_tunes
+    from musicgen.tune_split import split_corpus
 
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
@@ -168,8 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name, (config, _) in configs.items():
             log(f"{name}: calibrating, {args.calibration_steps} steps")
             paces[name] = train_for(
-                config, tunes, work / f"{name}-calibration", args.calibration_steps, measure=True
-            )
+                config, split_corpus(tunes, config.data), work / f"{name}-calibration",
+                args.calibration_steps, measure=True,
+            )  # fmt: skip
             log(f"{name}: {paces[name]['seconds_per_step']:.3f} s a step")
         results = []
         for budget in budgets:
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
                     config, parent = configs[name]
                     steps = max(10, round(budget / paces[name]["seconds_per_step"]))
                     run_dir = work / f"{name}-{budget:.0f}"
-                    training = train_for(config, tunes, run_dir, steps)
+                    training = train_for(config, split_corpus(tunes, config.data), run_dir, steps)
                     if parent:
                         training["parent"] = parent
                     judged = judge_ours(run_dir, held_out, train_texts, args.num)

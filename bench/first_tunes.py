@@ -56,6 +56,7 @@ def export_tiny_model(scratch: Path) -> Path:
     from musicgen.corpus import load_corpus, music21_corpus_folder
     from musicgen.export import export_bundled
     from musicgen.train import train
+    from musicgen.tune_split import split_corpus
 
     book = music21_corpus_folder() / "oneills1850/0001-0050.abc"
     config = RunConfig(
@@ -66,7 +67,8 @@ def export_tiny_model(scratch: Path) -> Path:
     )  # fmt: skip
     tunes = load_corpus([book])[0]
     log("no bundled model: training a tiny one for 200 steps (--quick)")
-    train(config, tunes, scratch / "run", progress=False, log=lambda _: None)
+    train(config, split_corpus(tunes, config.data),
+          scratch / "run", progress=False, log=lambda _: None)
     export_bundled(scratch / "run", "tiny", root=scratch / "models", tunes=[tunes[0].text])
     return scratch / "models"
 

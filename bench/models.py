@@ -177,13 +177,15 @@ def train_for_budget(kind: str, budget: Budget, work_dir: Path) -> dict:
     from musicgen.checkpoint import load_for_inference
     from musicgen.split import split_tunes
     from musicgen.train import train
+    from musicgen.tune_split import split_corpus
 
     tunes = bundled_tunes()
     steps = budget.fixed_steps or _steps_for_budget(kind, tunes, budget, work_dir)
     # Validation windows only at the end: the whole-tune score below is the figure compared.
     config = default_run_config(kind, steps=steps, eval_every=steps, checkpoint_every=steps)
     run_dir = work_dir / f"budget-{kind}"
-    trained = train(config, tunes, run_dir, progress=False, log=lambda m: log(f"{kind}: {m}"))
+    trained = train(config, split_corpus(tunes, config.data),
+                    run_dir, progress=False, log=lambda m: log(f"{kind}: {m}"))
     model, vocab, _ = load_for_inference(run_dir)
     validation = split_tunes(tunes, config.data.validation_fraction)[1]
     if budget.validation_tunes:
@@ -205,11 +207,13 @@ def train_for_budget(kind: str, budget: Budget, work_dir: Path) -> dict:
 def _steps_for_budget(kind: str, tunes, budget: Budget, work_dir: Path) -> int:
     """Steps that fill the budget at the rate a short calibration run of the model reaches."""
     from musicgen.train import train
+    from musicgen.tune_split import split_corpus
 
     config = default_run_config(
         kind, steps=budget.calibration_steps, eval_every=10**6, checkpoint_every=10**6
     )
-    calibrated = train(config, tunes, work_dir / f"calibrate-{kind}", progress=False,
+    calibrated = train(config, split_corpus(tunes, config.data),
+                       work_dir / f"calibrate-{kind}", progress=False,
                        log=lambda message: None)  # fmt: skip
     chars_per_step = config.train.batch_size * config.data.seq_length
     steps = max(2, int(budget.budget_seconds * calibrated.chars_per_sec / chars_per_step))

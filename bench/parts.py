@@ -112,6 +112,7 @@ def measure_training(work_dir: Path, settings: Settings, config, label: str) -> 
     `config.train.steps` should be `settings.train_warmup_steps + settings.train_steps`.
     """
     from musicgen.train import read_metrics, train
+    from musicgen.tune_split import split_corpus
 
     chars_per_step = config.train.batch_size * config.data.seq_length
     run_dir = work_dir / f"run-{label}-{time.monotonic_ns()}"
@@ -119,7 +120,8 @@ def measure_training(work_dir: Path, settings: Settings, config, label: str) -> 
     def train_log(message: str) -> None:
         log(f"train: {message}")
 
-    result = train(config, read_tunes(work_dir), run_dir, progress=False, log=train_log)
+    result = train(config, split_corpus(read_tunes(work_dir), config.data),
+                   run_dir, progress=False, log=train_log)
     # Each rate in metrics.jsonl covers the steps since the record before it.
     entries = read_metrics(run_dir / "metrics.jsonl")
     intervals = [

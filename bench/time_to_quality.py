@@ -84,6 +84,7 @@ def train_ours(tunes, settings: Settings, run_dir: Path) -> dict:
     """The default recipe; checkpoints at CURVE_POINTS steps, all kept, for the curve."""
     from musicgen.config import RunConfig
     from musicgen.train import train
+    from musicgen.tune_split import split_corpus
 
     defaults = RunConfig()
     steps = settings.steps or defaults.train.steps
@@ -93,7 +94,8 @@ def train_ours(tunes, settings: Settings, run_dir: Path) -> dict:
     )
     config = dataclasses.replace(defaults, train=train_config)
     log(f"ours: {steps} steps of the default recipe")
-    result = train(config, tunes, run_dir, progress=False, log=lambda m: log(f"ours: {m}"))
+    result = train(config, split_corpus(tunes, config.data),
+                   run_dir, progress=False, log=lambda m: log(f"ours: {m}"))
     return {
         "steps": result.step,
         "seconds": result.elapsed,

@@ -1,35 +1,24 @@
-"""Tunes -> one stream of ids -> tf.data windows of (inputs, targets).
+"""One stream of ids -> tf.data windows of (inputs, targets).
 
-The stream is BOS tune EOS BOS tune EOS ...; a window may span the end of one tune and the start of
-the next, which teaches the model where tunes stop and start. With `DataConfig.whole_tunes`,
-`make_tune_dataset` instead cuts training windows that start at a tune's BOS and hold it whole,
-padded with PAD, in batches of tunes of similar length.
+The stream is BOS tune EOS BOS tune EOS ... (`tune_split.encode_stream`, or an encoded corpus's);
+a window may span the end of one tune and the start of the next, which teaches the model where
+tunes stop and start. With `DataConfig.whole_tunes`, `make_tune_dataset` instead cuts training
+windows that start at a tune's BOS and hold it whole, padded with PAD, in batches of tunes of
+similar length.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import numpy as np
 
 from musicgen.errors import CorpusError
 from musicgen.tfsetup import import_tensorflow
-from musicgen.vocab import BOS, PAD, Vocabulary
+from musicgen.tune_split import tune_start_positions
+from musicgen.vocab import PAD
 
 tf = import_tensorflow()
-
-
-def encode_stream(tunes: Sequence, vocab: Vocabulary) -> np.ndarray:
-    """Joins tunes into one id stream: BOS t1 EOS BOS t2 EOS ...
-
-    Raises:
-        VocabularyError: a tune holds a character `vocab` does not know.
-    """
-    parts = [np.asarray(vocab.encode_tune(tune.text), dtype=np.int32) for tune in tunes]
-    if not parts:
-        return np.zeros((0,), dtype=np.int32)
-    return np.concatenate(parts)
 
 
 def require_windows(length: int, seq_length: int) -> None:
@@ -68,7 +57,7 @@ def make_dataset(
     from (seed, epoch) and so are reproducible. Batches may span two epochs.
 
     Args:
-        ids: 1-D int stream from `encode_stream`.
+        ids: 1-D int stream from `tune_split.encode_stream`.
         seq_length: ids per input window.
         batch_size: windows per batch.
         shuffle: random offsets and order (training) or the stream in order (evaluation).
@@ -146,11 +135,6 @@ class Shard:
         size = self.replicas * self.replica_batch
         mine = starts[self.pipeline * size : (self.pipeline + 1) * size]
         return tf.reshape(mine, [self.replicas, self.replica_batch])
-
-
-def tune_start_positions(ids: np.ndarray) -> np.ndarray:
-    """Positions of the BOS ids in a stream from `encode_stream`: where each tune starts."""
-    return np.flatnonzero(np.asarray(ids) == BOS).astype(np.int64)
 
 
 def _usable_starts(tune_starts, length: int, seq_length: int):
@@ -295,7 +279,7 @@ def make_tune_dataset(
     left to right, so the padding after a tune changes nothing before it.
 
     Args:
-        ids: 1-D int stream from `encode_stream` (or a memory map of one).
+        ids: 1-D int stream from `tune_split.encode_stream` (or a memory map of one).
         tune_starts: each tune's BOS position in `ids`.
         seq_length: the widest window's inputs.
         batch_size: windows per batch (the global batch under a strategy).

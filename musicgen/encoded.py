@@ -38,6 +38,7 @@ from musicgen.encoded_build import FORMAT_VERSION, SPLITS, build, ids_dtype, rem
 from musicgen.errors import ParseError, VocabularyError, first_line
 from musicgen.keyroot import Homes
 from musicgen.midi_in import DEFAULT_GRID
+from musicgen.runfiles import SplitRecord
 from musicgen.vocab import BOS, EOS, SPECIAL_TOKENS, Vocabulary
 
 _STALE_SECONDS = 24 * 3600  # an unfinished entry this old was left by a process that died
@@ -86,7 +87,7 @@ def cache_key(
 
 @dataclasses.dataclass(frozen=True)
 class EncodedCorpus:
-    """A corpus encoded on disk, its id streams memory-mapped.
+    """A corpus encoded on disk, its id streams memory-mapped: a `tune_split.SplitCorpus`.
 
     Attributes:
         folder: the entry's folder (already deleted when the corpus was read without the cache:
@@ -163,6 +164,35 @@ class EncodedCorpus:
             dtype=ids_dtype(len(vocab)),
         )
         return remapped(self.train, table), remapped(self.validation, table)
+
+    def check_data(self, data) -> None:
+        """Raises ValueError unless the corpus was split and prepared as `data` (a DataConfig)
+        says (`tune_split.SplitCorpus`)."""
+        if self.fraction != data.validation_fraction:
+            raise ValueError("the encoded corpus was split with another validation fraction")
+        if self.transpose != data.transpose:
+            raise ValueError("the encoded corpus was augmented with other transpositions")
+        if self.common_root != data.common_root:
+            raise ValueError("the encoded corpus was read with another common_root")
+
+    def streams(self, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(training ids, validation ids, each training tune's BOS position) in `vocab`'s ids
+        (`ids_in`)."""
+        train, validation = self.ids_in(vocab)
+        return train, validation, np.asarray(self.train_starts)
+
+    def split_records(self) -> list[SplitRecord]:
+        """corpus.json's record of the splits: each tune's source, or for a corpus of more than
+        TUNE_SOURCES_UP_TO tunes the files they came from."""
+        if self.tune_sources is not None:
+            return [
+                SplitRecord(self.tune_count(s), self.characters_in[s], self.tune_sources[s])
+                for s in SPLITS
+            ]
+        return [
+            SplitRecord(self.tune_count(s), self.characters_in[s], self.sources[s], per="file")
+            for s in SPLITS
+        ]
 
     def texts(self, split: str) -> Iterator[str]:
         """The text of each tune of `split` ("train" or "validation"), in reading order."""

@@ -222,25 +222,29 @@ class Inputs:
 
 
 def run_inputs(config: RunConfig, data_paths: Sequence[str | Path] = ()) -> Inputs:
-    """The run's training and validation tunes (re-read and re-split as training did), and the
-    tunes to score: `data_paths` when given, else the validation tunes. For a run trained with
-    `common_root`, each moved to root C as the model read them (one that cannot be is left out);
-    the generated tunes are then judged as the model writes them, at root C, against these.
+    """The run's training and validation tunes, as training split them (read through the
+    encoded cache, as written and without transposed copies: built once, then read in a fraction
+    of a second), and the tunes to score: `data_paths` when given, else the validation tunes. For
+    a run trained with `common_root`, each moved to root C as the model read them (one that cannot
+    be is left out); the generated tunes are then judged as the model writes them, at root C,
+    against these.
 
     Raises:
         CorpusError: the run's corpus or `data_paths` cannot be read or hold no tunes.
     """
     from musicgen.corpus import load_corpus
-    from musicgen.split import split_tunes
+    from musicgen.encoded import load_encoded_corpus
 
-    tunes, _ = load_corpus(list(config.data.paths) or None)
-    train, validation = split_tunes(tunes, config.data.validation_fraction)
+    corpus = load_encoded_corpus(
+        list(config.data.paths) or None, fraction=config.data.validation_fraction
+    )
+    train, validation = (list(corpus.texts(split)) for split in ("train", "validation"))
     if data_paths:
-        scored, _ = load_corpus(list(data_paths))
+        scored = [tune.text for tune in load_corpus(list(data_paths))[0]]
         source = ", ".join(str(p) for p in data_paths)
     else:
         scored, source = validation, "the run's validation tunes"
-    texts = [[t.text for t in part] for part in (scored, train, validation)]
+    texts = [scored, train, validation]
     written: list[str] = []
     if config.data.common_root:  # what the model read: every tune at root C (`keyroot`)
         from musicgen.keyroot import movable_pairs

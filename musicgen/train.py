@@ -5,9 +5,9 @@
 `musicgen.steps`, the figures and the loss plot in `musicgen.metrics`, the progress line and its
 clock in `musicgen.progress`, signals and fault messages in `musicgen.faults`.
 
-Over 600 lines for now: the corpus split and the id streams (`_split`, `_TuneSplit`, `_Streams`,
-about 155 lines) stay here until one corpus type reaches `train` (issue 16, part 3); the session
-(about 320 lines) is one object's state, the loop and what it saves, records and validates.
+The corpus comes split (`musicgen.tune_split.SplitCorpus`: tunes in memory or the encoded cache)
+and `musicgen.streams` turns it into tf.data batches. Over 400 lines: the session (about 320
+lines) is one object's state, the loop and what it saves, records and validates.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from musicgen.augment import AugmentReport, augment_tunes
 from musicgen.best import BestCheckpoint, BestTracker
 from musicgen.bundled import refuse_training_into
 from musicgen.checkpoint import (
@@ -38,22 +37,10 @@ from musicgen.checkpoint import (
     sync_checkpoint,
     usable_checkpoint,
 )
-from musicgen.config import DataConfig, RunConfig, check_memory
-from musicgen.dataset import (
-    Shard,
-    encode_stream,
-    make_dataset,
-    make_tune_dataset,
-    make_tune_evaluation_dataset,
-    require_windows,
-    tune_pieces,
-    tune_start_positions,
-)
+from musicgen.config import RunConfig, check_memory
 from musicgen.distribute import Distribution, make_distribution
-from musicgen.encoded import EncodedCorpus
 from musicgen.errors import (
     CheckpointError,
-    CorpusError,
     MusicgenError,
     TrainingError,
     VocabularyError,
@@ -76,15 +63,15 @@ from musicgen.finetune import (
     load_parent_weights,
     read_parent_weights,
 )
-from musicgen.keyroot import Homes, common_root_split
 from musicgen.metrics import METRICS_EVERY, MetricsLog, read_metrics, write_loss_plot
 from musicgen.models.barclock import clock_ids
 from musicgen.progress import Progress, Timing, validation_line
 from musicgen.rundir import RunLock, check_run_dir
-from musicgen.runfiles import SplitRecord, load_run, write_corpus_record
-from musicgen.split import split_tunes
+from musicgen.runfiles import load_run, write_corpus_record
 from musicgen.steps import distributed_train_step, eval_step, make_optimizer
+from musicgen.streams import Streams
 from musicgen.tfsetup import describe_devices, import_tensorflow, set_mixed_precision
+from musicgen.tune_split import SplitCorpus
 from musicgen.validity import ValiditySampler
 from musicgen.vocab import Vocabulary
 from musicgen.weights import build_model_for
@@ -135,7 +122,7 @@ class TrainResult:
 
 def train(
     config: RunConfig,
-    tunes: Sequence | EncodedCorpus,
+    corpus: SplitCorpus,
     run_dir: Path,
     *,
     resume: bool = False,
@@ -145,13 +132,14 @@ def train(
     strategy: str = "auto",
     on_step: Callable[[int, dict], object] | None = None,
 ) -> TrainResult:
-    """Trains a model on `tunes` and keeps everything in `run_dir`.
+    """Trains a model on `corpus` and keeps everything in `run_dir`.
 
     Args:
         config: the run's settings; `config.model.vocab_size` is filled in from the vocabulary.
-        tunes: objects with `text` (normalised ABC) and `source` attributes, or an EncodedCorpus
-            (`encoded.load_encoded_corpus`, split with `config.data.validation_fraction`), whose
-            memory-mapped streams a large corpus trains from without being held in memory.
+        corpus: the tunes, split into training and validation as `config.data` says:
+            `tune_split.split_corpus(tunes, config.data)` for tunes in memory, or
+            `encoded.load_encoded_corpus(...)` with the same settings, whose memory-mapped
+            streams a large corpus trains from without being held in memory.
         run_dir: the run directory (see `musicgen.checkpoint`).
         resume: continue from the run's last checkpoint up to `config.train.steps` in total.
             With `config.init` (a new run), the run starts from the parent's weights, its
@@ -187,7 +175,7 @@ def train(
     _check_distribution(config, distribution)
     paths = RunPaths(Path(run_dir))
     refuse_training_into(paths.root)
-    corpus = _split(tunes, config.data)
+    corpus.check_data(config.data)
     _check_window_fits(config)
     parent, init = _fine_tuning(config, paths, resume, log)
     vocab = _vocabulary(corpus, paths, resume, parent)
@@ -197,7 +185,7 @@ def train(
     model_config = dataclasses.replace(config.model, vocab_size=len(vocab), bar_ids=bar_ids)
     config = dataclasses.replace(config, model=model_config, init=init)
     check_memory(config)
-    streams = _Streams.of(
+    streams = Streams.of(
         corpus,
         vocab,
         config.data.seq_length,
@@ -246,7 +234,7 @@ def _train_in(config, corpus, streams, paths, distribution, resume, log, progres
         if distribution.is_chief:
             write_corpus_record(
                 paths.root,
-                *_split_records(corpus),
+                *corpus.split_records(),
                 corpus_summary,
                 _training_headers(corpus),
                 corpus.homes.to_json() if corpus.homes is not None else None,
@@ -287,83 +275,11 @@ def _check_distribution(config: RunConfig, distribution: Distribution) -> None:
         )
 
 
-def _split(tunes: Sequence | EncodedCorpus, data: DataConfig) -> _TuneSplit | EncodedCorpus:
-    """`tunes` split into training and validation, the training tunes then augmented by
-    `data.transpose` (an EncodedCorpus comes split and augmented already)."""
-    if isinstance(tunes, EncodedCorpus):
-        if tunes.fraction != data.validation_fraction:
-            raise ValueError("the encoded corpus was split with another validation fraction")
-        if tunes.transpose != data.transpose:
-            raise ValueError("the encoded corpus was augmented with other transpositions")
-        if tunes.common_root != data.common_root:
-            raise ValueError("the encoded corpus was read with another common_root")
-        return tunes
-    tunes = list(tunes)
-    if not tunes:
-        raise CorpusError("no tunes to train on")
-    train_tunes, validation = split_tunes(tunes, data.validation_fraction)
-    homes = None
-    if data.common_root:
-        train_tunes, validation, homes = common_root_split(train_tunes, validation)
-    augmentation = None
-    if data.transpose:
-        train_tunes, augmentation = augment_tunes(train_tunes, data.transpose)
-    return _TuneSplit([*train_tunes, *validation], train_tunes, validation, augmentation, homes)
-
-
-@dataclasses.dataclass(frozen=True)
-class _TuneSplit:
-    """Tunes in memory, split as `split_tunes` does: `train`'s counterpart of an EncodedCorpus."""
-
-    tunes: list  # every tune trained or validated on, transposed copies included
-    train: list
-    validation: list
-    augmentation: AugmentReport | None = None
-    homes: Homes | None = None
-
-    def tunes_in(self, split: str) -> list:
-        return self.train if split == "train" else self.validation
-
-    def tune_count(self, split: str) -> int:
-        return len(self.tunes_in(split))
-
-    def vocabulary(self) -> Vocabulary:
-        return Vocabulary.from_texts(tune.text for tune in self.tunes)
-
-    def unknown_characters(self, vocab: Vocabulary) -> list[str]:
-        unknown: dict[str, None] = {}
-        for tune in self.tunes:
-            unknown.update(dict.fromkeys(vocab.unknown_characters(tune.text)))
-        return list(unknown)
-
-
-def _training_headers(corpus: _TuneSplit | EncodedCorpus) -> dict:
+def _training_headers(corpus: SplitCorpus) -> dict:
     """corpus.json's record of the training tunes' keys, meters and types (`generate --key`...)."""
     from musicgen.controls import KnownHeaders
 
-    if isinstance(corpus, EncodedCorpus):
-        texts = corpus.texts("train")
-    else:
-        texts = (tune.text for tune in corpus.train)
-    return KnownHeaders.of_training(texts, corpus.homes).to_json()
-
-
-def _split_records(corpus: _TuneSplit | EncodedCorpus) -> list[SplitRecord]:
-    """corpus.json's record of the training and validation splits (a large encoded corpus names
-    its source files rather than each tune)."""
-    if isinstance(corpus, EncodedCorpus) and corpus.tune_sources is not None:
-        return [
-            SplitRecord(corpus.tune_count(s), corpus.characters_in[s], corpus.tune_sources[s])
-            for s in ("train", "validation")
-        ]
-    if isinstance(corpus, EncodedCorpus):
-        return [
-            SplitRecord(
-                corpus.tune_count(s), corpus.characters_in[s], corpus.sources[s], per="file"
-            )
-            for s in ("train", "validation")
-        ]
-    return [SplitRecord.of_tunes(corpus.tunes_in(s)) for s in ("train", "validation")]
+    return KnownHeaders.of_training(corpus.texts("train"), corpus.homes).to_json()
 
 
 def _fine_tuning(config: RunConfig, paths: RunPaths, resume: bool, log):
@@ -391,7 +307,7 @@ def _fine_tuning(config: RunConfig, paths: RunPaths, resume: bool, log):
 
 
 def _vocabulary(
-    corpus: _TuneSplit | EncodedCorpus,
+    corpus: SplitCorpus,
     paths: RunPaths,
     resume: bool,
     parent: ParentWeights | None = None,
@@ -412,97 +328,6 @@ def _vocabulary(
             "resume with the tunes the run was trained on, or start a new run"
         )
     return saved
-
-
-@dataclasses.dataclass(frozen=True)
-class _Streams:
-    """The training and validation tunes as id streams, checked long enough to train on."""
-
-    train: np.ndarray  # ids, possibly a read-only memory map (an EncodedCorpus's)
-    validation: np.ndarray
-    seq_length: int
-    train_starts: np.ndarray  # int64 position of each training tune's BOS
-    whole_tunes: bool = False  # windows from tune starts (`dataset.make_tune_dataset`)
-    length_buckets: int = 1
-
-    @classmethod
-    def of(cls, corpus: _TuneSplit | EncodedCorpus, vocab: Vocabulary, seq_length: int,
-           **windows) -> _Streams:  # fmt: skip
-        """The streams of `corpus`; `windows`: whole_tunes and length_buckets."""
-        if not isinstance(corpus, EncodedCorpus):
-            return cls.encode(corpus.train, corpus.validation, vocab, seq_length, **windows)
-        train_ids, validation_ids = corpus.ids_in(vocab)
-        require_windows(len(train_ids), seq_length)
-        starts = np.asarray(corpus.train_starts)
-        return cls(train_ids, validation_ids, seq_length, starts, **windows)
-
-    @classmethod
-    def encode(cls, train_tunes, validation_tunes, vocab, seq_length, **windows) -> _Streams:
-        train_ids = encode_stream(train_tunes, vocab)
-        require_windows(len(train_ids), seq_length)
-        validation_ids = encode_stream(validation_tunes, vocab)
-        starts = tune_start_positions(train_ids)
-        return cls(train_ids, validation_ids, seq_length, starts, **windows)
-
-    def characters_per_step(self, batch_size: int) -> int:
-        """Characters predicted per training step: whole windows, or with whole-tune windows
-        (padded) the mean over a pass."""
-        if not self.whole_tunes:
-            return batch_size * self.seq_length
-        _, lengths = tune_pieces(self.train_starts, len(self.train), self.seq_length)
-        return max(1, round(batch_size * (float(np.mean(lengths)) - 1)))
-
-    def datasets(self, batch_size: int, seed: int, start: int, distribution: Distribution):
-        """(endless shuffled training batches from batch `start` on, validation batches or None).
-
-        Skipping the batches a resumed run has already seen makes it see exactly the batches an
-        uninterrupted run would (their order depends only on the seed). Under a strategy, the
-        training batches are distributed: each worker reads its share of each global batch.
-        """
-        tune_starts = self.train_starts
-
-        def training_batches(shard=None):
-            if self.whole_tunes:
-                return make_tune_dataset(
-                    self.train,
-                    tune_starts,
-                    self.seq_length,
-                    batch_size,
-                    buckets=self.length_buckets,
-                    seed=seed,
-                    skip=start,
-                    shard=shard,
-                )
-            return make_dataset(
-                self.train,
-                self.seq_length,
-                batch_size,
-                shuffle=True,
-                seed=seed,
-                repeat=True,
-                tune_starts=tune_starts,
-                skip=start,
-                shard=shard,
-            )
-
-        if distribution.distributed:
-            train = distribution.strategy.distribute_datasets_from_function(
-                lambda context: training_batches(Shard.from_context(context, batch_size))
-            )
-        else:
-            train = training_batches()
-        if len(self.validation) < 2:
-            return train, None
-        if self.whole_tunes:
-            # Validated as trained: each tune from its start. Stream windows would start mid-tune
-            # and run past an EOS, which whole-tune training never shows the model.
-            validation = make_tune_evaluation_dataset(
-                self.validation, self.seq_length, batch_size, self.length_buckets
-            )
-            return train, validation
-        # A short validation split gets shorter windows rather than none: the LSTM takes any length.
-        window = min(self.seq_length, len(self.validation) - 1)
-        return train, make_dataset(self.validation, window, batch_size, shuffle=False)
 
 
 class _Session:
@@ -601,7 +426,7 @@ class _Session:
         if self.paths is not self.source:
             shutil.rmtree(self.paths.root, ignore_errors=True)
 
-    def run(self, streams: _Streams, start: int) -> TrainResult:
+    def run(self, streams: Streams, start: int) -> TrainResult:
         """Trains from `start` to the target step, recording, evaluating and checkpointing."""
         train_config = self.config.train
         self.chars_per_step = streams.characters_per_step(train_config.batch_size)

@@ -21,7 +21,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import musicgen.train as train_module  # noqa: E402
 from musicgen import render  # noqa: E402
 from musicgen.abc import read_text_file, split_tunebook  # noqa: E402
 from musicgen.augment import augment_tunes, parse_shifts  # noqa: E402
@@ -31,10 +30,8 @@ from musicgen.corpus import corpus_files, music21_corpus_folder  # noqa: E402
 from musicgen.dataset import (  # noqa: E402
     Shard,
     bucket_widths,
-    encode_stream,
     make_tune_dataset,
     tune_pieces,
-    tune_start_positions,
     whole_tune_batches,
 )
 from musicgen.encoded import cache_key, load_encoded_corpus  # noqa: E402
@@ -44,6 +41,7 @@ from musicgen.keyroot import movable_pairs  # noqa: E402
 from musicgen.split import split_tunes  # noqa: E402
 from musicgen.steps import loss_sum, train_step  # noqa: E402
 from musicgen.train import train  # noqa: E402
+from musicgen.tune_split import encode_stream, split_corpus, tune_start_positions  # noqa: E402
 from musicgen.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402
 from musicgen.weights import build_model_for  # noqa: E402
 
@@ -135,8 +133,10 @@ def test_the_cache_key_names_the_transpositions(tmp_path):
 
 def test_train_refuses_an_encoded_corpus_augmented_otherwise(tmp_path):
     encoded = load_encoded_corpus([TUNEBOOK], cache_dir=tmp_path, transpose=SHIFTS)
+    config = RunConfig(data=DataConfig(transpose=(2,)))
     with pytest.raises(ValueError, match="transpositions"):
-        train_module._split(encoded, DataConfig(transpose=(2,)))
+        train(config, encoded, tmp_path / "run", progress=False, log=lambda message: None)
+    assert not (tmp_path / "run").exists()
 
 
 def test_shift_options_and_config_values():
@@ -307,7 +307,8 @@ def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
 @pytest.mark.slow
 def test_resume_ends_bit_identical_with_augmentation_and_whole_tunes(tunes, tmp_path):
     messages: list[str] = []
-    reference = train(TINY, tunes, tmp_path / "whole", progress=False, log=messages.append)
+    reference = train(TINY, split_corpus(tunes, TINY.data),
+                      tmp_path / "whole", progress=False, log=messages.append)
     augmented, report = augment_tunes(split_tunes(tunes, 0.05)[0], TINY.data.transpose)
     assert report.summary() in messages
     assert any(m.startswith(f"training on {len(augmented)} tunes") for m in messages)
@@ -317,9 +318,11 @@ def test_resume_ends_bit_identical_with_augmentation_and_whole_tunes(tunes, tmp_
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(TINY, tunes, tmp_path / "resumed", progress=False, log=messages.append,
+        train(TINY, split_corpus(tunes, TINY.data),
+              tmp_path / "resumed", progress=False, log=messages.append,
               on_step=interrupt_at_17)  # fmt: skip
-    result = train(TINY, tunes, tmp_path / "resumed", resume=True, progress=False, log=print)
+    result = train(TINY, split_corpus(tunes, TINY.data),
+                   tmp_path / "resumed", resume=True, progress=False, log=print)
     assert result.step == 24 and result.steps_run == 7
     finished, expected = read_checkpoint(result.checkpoint), read_checkpoint(reference.checkpoint)
     assert finished.keys() == expected.keys()
@@ -341,7 +344,8 @@ def test_whole_tune_runs_validate_each_tune_from_its_start(tunes, tmp_path):
         ),
         train=dataclasses.replace(TINY.train, eval_batches=100),
     )
-    result = train(config, tunes, tmp_path / "run", progress=False, log=lambda message: None)
+    result = train(config, split_corpus(tunes, config.data),
+                   tmp_path / "run", progress=False, log=lambda message: None)
     model, vocab, _ = load_for_inference(tmp_path / "run")
     validation = split_tunes(tunes, config.data.validation_fraction)[1]
     assert config.data.common_root  # the default: the model read each tune at root C

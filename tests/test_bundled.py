@@ -29,6 +29,7 @@ from musicgen.errors import CheckpointError  # noqa: E402
 from musicgen.export import LOGIT_TOLERANCE, export_bundled  # noqa: E402
 from musicgen.generate import Generator, generate_at_home  # noqa: E402
 from musicgen.train import train  # noqa: E402
+from musicgen.tune_split import split_corpus  # noqa: E402
 from musicgen.vocab import BOS, EOS  # noqa: E402
 from musicgen.web.choices import model_choices  # noqa: E402
 
@@ -62,7 +63,7 @@ def tunes():
 @pytest.fixture(scope="module")
 def run_dir(tunes, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "small"
-    train(SMALL, tunes, run, progress=False, log=lambda _: None)
+    train(SMALL, split_corpus(tunes, SMALL.data), run, progress=False, log=lambda _: None)
     return run
 
 
@@ -197,7 +198,8 @@ def test_training_into_a_bundled_model_is_refused(model_folder, tunes):
         invoke("train", "--run-dir", model_folder, "--resume"), f"--init {NAME} and a new --run-dir"
     )
     with pytest.raises(CheckpointError, match="never trains into"):
-        train(SMALL, tunes, model_folder, progress=False, log=lambda _: None)
+        train(SMALL, split_corpus(tunes, SMALL.data),
+              model_folder, progress=False, log=lambda _: None)
     assert folder_digest(model_folder) == before
 
 

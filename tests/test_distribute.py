@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 
 from musicgen.corpus import default_corpus_files
-from musicgen.dataset import Shard, encode_stream, make_dataset, tune_start_positions
+from musicgen.dataset import Shard, make_dataset
 from musicgen.tfsetup import import_tensorflow
+from musicgen.tune_split import encode_stream, tune_start_positions
 from musicgen.vocab import Vocabulary
 
 tf = import_tensorflow()

@@ -41,6 +41,7 @@ from musicgen.corpus import music21_corpus_folder
 from musicgen.errors import CheckpointError, TrainingError  # noqa: E402
 from musicgen.faults import StopSignals  # noqa: E402
 from musicgen.train import train  # noqa: E402
+from musicgen.tune_split import split_corpus  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 STEPS = 80
@@ -537,7 +538,8 @@ def test_a_nan_loss_stops_naming_its_step_and_keeps_the_last_good_checkpoint(
     poison_at(monkeypatch, 34, after=False)
     run_dir = tmp_path / "nan"
     with pytest.raises(TrainingError) as caught:
-        train(tiny_config(), tunes, run_dir, progress=False, log=lambda _: None)
+        train(tiny_config(), split_corpus(tunes, tiny_config().data),
+              run_dir, progress=False, log=lambda _: None)
     message = str(caught.value)
     assert "loss became nan at step 34" in message and "ckpt-25 is kept" in message
     assert "\n" not in message and "--learning-rate" in message
@@ -545,7 +547,8 @@ def test_a_nan_loss_stops_naming_its_step_and_keeps_the_last_good_checkpoint(
     weights = read_checkpoint(str(run_dir / "ckpt" / "ckpt-25"))
     assert all(np.isfinite(v).all() for v in weights.values() if v.dtype.kind == "f")
     monkeypatch.undo()
-    result = train(tiny_config(), tunes, run_dir, resume=True, progress=False, log=lambda _: None)
+    result = train(tiny_config(), split_corpus(tunes, tiny_config().data),
+                   run_dir, resume=True, progress=False, log=lambda _: None)
     assert result.step == 40 and np.isfinite(result.train_loss)
 
 
@@ -554,7 +557,8 @@ def test_nan_weights_are_never_checkpointed(tunes, tmp_path, monkeypatch):
     poison_at(monkeypatch, 25, after=True)  # the loss of step 25 is fine, its weights are not
     run_dir = tmp_path / "nan-weights"
     with pytest.raises(TrainingError, match="weights became NaN or infinite by step 25"):
-        train(tiny_config(), tunes, run_dir, progress=False, log=lambda _: None)
+        train(tiny_config(), split_corpus(tunes, tiny_config().data),
+              run_dir, progress=False, log=lambda _: None)
     assert checkpoint_candidates(run_dir) == []
 
 

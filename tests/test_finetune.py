@@ -37,6 +37,7 @@ from musicgen.export import export_bundled  # noqa: E402
 from musicgen.finetune import FINETUNE_CHARACTERS, FINETUNE_LEARNING_RATE  # noqa: E402
 from musicgen.generate import Generator  # noqa: E402
 from musicgen.train import train  # noqa: E402
+from musicgen.tune_split import split_corpus  # noqa: E402
 from musicgen.vocab import BOS, EOS, UNK, Vocabulary  # noqa: E402
 
 # Every test here trains a model, or uses one a fixture trained.
@@ -94,7 +95,8 @@ PARENT_CHARACTERS = set("".join(t.text for t in load_corpus([PARENT_BOOK])[0]))
 @pytest.fixture(scope="module")
 def parent_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("parent") / "run"
-    train(PARENT, load_corpus([PARENT_BOOK])[0], run, progress=False, log=lambda _: None)
+    train(PARENT, split_corpus(load_corpus([PARENT_BOOK])[0], PARENT.data),
+          run, progress=False, log=lambda _: None)
     return run
 
 
@@ -123,7 +125,8 @@ def finetuned(parent_root, child_tunes, tmp_path_factory):
     run = tmp_path_factory.mktemp("finetuned") / "run"
     messages: list[str] = []
     try:
-        train(child_config(30), child_tunes, run, progress=False, log=messages.append)
+        train(child_config(30), split_corpus(child_tunes, child_config(30).data),
+              run, progress=False, log=messages.append)
     finally:
         if previous is None:
             os.environ.pop(bundled.ENV_VAR)
@@ -146,7 +149,8 @@ def test_known_logits_are_the_parents_before_the_first_step(parent, child_tunes,
 
     monkeypatch.setattr(train_module._Session, "_loop", no_steps)
     messages: list[str] = []
-    train(child_config(5), child_tunes, Path("run"), progress=False, log=messages.append)
+    train(child_config(5), split_corpus(child_tunes, child_config(5).data),
+          Path("run"), progress=False, log=messages.append)
     vocab = Vocabulary.load(Path("run/vocab.json"))
     parent_model, parent_vocab, _ = load_for_inference(parent)
     old = len(parent_vocab)
@@ -236,10 +240,12 @@ def test_a_resumed_fine_tuned_run_ends_as_the_uninterrupted_one(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(child_config(30), child_tunes, Path("run"), progress=False, log=lambda _: None,
+        train(child_config(30), split_corpus(child_tunes, child_config(30).data),
+              Path("run"), progress=False, log=lambda _: None,
               on_step=interrupt_at_17)  # fmt: skip
     monkeypatch.setenv(bundled.ENV_VAR, "")  # a resume needs nothing of the parent's
-    result = train(child_config(30), child_tunes, Path("run"), resume=True, progress=False,
+    result = train(child_config(30), split_corpus(child_tunes, child_config(30).data),
+                   Path("run"), resume=True, progress=False,
                    log=lambda _: None)  # fmt: skip
     assert result.step == 30 and result.steps_run == 13
     finished = read_checkpoint(result.checkpoint)
@@ -316,7 +322,8 @@ def test_init_from_a_run_directory_starts_from_its_best_checkpoint(
 ):
     messages: list[str] = []
     config = child_config(2, parent=str(parent_run))
-    train(config, child_tunes, tmp_path / "ft", progress=False, log=messages.append)
+    train(config, split_corpus(child_tunes, config.data),
+          tmp_path / "ft", progress=False, log=messages.append)
     best = sorted((parent_run / "best").glob("ckpt-*.index"))[0].stem
     assert f"fine-tuning from {parent_run} (its step {best[5:]})" in "\n".join(messages)
 
@@ -347,5 +354,6 @@ def test_misuse_of_init_is_one_line_and_writes_nothing(parent_copy, parent_run, 
                     parent_run)  # fmt: skip
     one_line_error(result, "contradicts the run being resumed (trained from scratch")
     with pytest.raises(CheckpointError, match="was not fine-tuned from"):
-        train(child_config(2), load_corpus([CHILD_BOOK])[0], parent_run, resume=True,
+        train(child_config(2), split_corpus(load_corpus([CHILD_BOOK])[0], child_config(2).data),
+              parent_run, resume=True,
               progress=False, log=lambda _: None)  # fmt: skip

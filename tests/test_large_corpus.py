@@ -53,8 +53,8 @@ def mixed_folder(tmp_path) -> Path:
 
 
 def test_bundled_corpus_streams_to_the_same_tunes_split_vocabulary_and_ids(bundled):
-    from musicgen.dataset import encode_stream, tune_start_positions
     from musicgen.split import split_tunes
+    from musicgen.tune_split import encode_stream, tune_start_positions
 
     tunes, report, corpus = bundled
     train, validation = split_tunes(tunes)
@@ -89,8 +89,8 @@ def test_skips_and_duplicates_are_counted_as_the_in_memory_path_counts_them(mixe
 
 
 def test_a_vocabulary_of_more_than_256_ids_is_stored_as_uint16(tmp_path):
-    from musicgen.dataset import encode_stream
     from musicgen.split import split_tunes
+    from musicgen.tune_split import encode_stream
 
     tunes = load_corpus([ONEILLS])[0][:30]
     # Titles in 300 CJK characters, ten a tune: 252 characters would still fit a byte.
@@ -145,15 +145,13 @@ def test_small_corpora_split_as_split_tunes_splits_them(tmp_path, fraction):
 
 
 def test_a_corpus_past_the_limit_records_its_files_not_each_tune(tmp_path, monkeypatch):
-    from musicgen.train import _split_records
-
     monkeypatch.setattr(encoded_build, "TUNE_SOURCES_UP_TO", 100)
     texts = [t.text for t in load_corpus([ONEILLS])[0]]
     large_corpus.write_tiled_corpus(tmp_path / "books", texts, 250, per_file=100)
     corpus = load_encoded_corpus([tmp_path / "books"], fraction=0.2, use_cache=False)
     assert corpus.tune_sources is None
     books = [str(tmp_path / "books" / f"book-{i:05d}.abc") for i in range(3)]
-    train, validation = _split_records(corpus)
+    train, validation = corpus.split_records()
     assert train.per == validation.per == "file"
     assert train.sources == validation.sources == tuple(books)
     assert train.tunes + validation.tunes == 250 and validation.tunes == corpus.tune_count(
@@ -359,7 +357,7 @@ def test_cli_trains_twice_on_a_folder_and_the_second_run_uses_the_cache(tiled_fo
 def test_resume_keeps_the_saved_vocabulary_and_remaps_the_cached_ids(tmp_path):
     """A run trained on two books resumes on one of them: the saved vocabulary (with the other
     book's accented letters) wins; a book with a letter it lacks is one clear error."""
-    from musicgen.train import _Streams
+    from musicgen.streams import Streams
 
     cache = tmp_path / "cache"
     both = tmp_path / "both"
@@ -378,7 +376,7 @@ def test_resume_keeps_the_saved_vocabulary_and_remaps_the_cached_ids(tmp_path):
     assert "á" in saved.characters
     oneills = load_encoded_corpus([ONEILLS], cache_dir=cache, common_root=True)  # the default
     assert oneills.from_cache and "á" not in oneills.characters
-    streams = _Streams.of(oneills, saved, 32)
+    streams = Streams.of(oneills, saved, 32)
     assert saved.decode(streams.train) == "".join(oneills.texts("train"))
     assert np.array_equal(streams.train_starts, np.flatnonzero(streams.train == BOS))
 

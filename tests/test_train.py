@@ -27,6 +27,7 @@ from musicgen.corpus import music21_corpus_folder
 from musicgen.errors import CheckpointError, CorpusError, VocabularyError  # noqa: E402
 from musicgen.steps import learning_rate_schedule, loss_sum, make_optimizer, train_step  # noqa: E402
 from musicgen.train import train  # noqa: E402
+from musicgen.tune_split import split_corpus  # noqa: E402
 from musicgen.vocab import PAD  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
@@ -67,8 +68,10 @@ def trained(tunes, tmp_path_factory):
     """One tiny run of STEPS steps: (result, run_dir, log messages)."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     messages: list[str] = []
+    corpus = split_corpus(tunes, TINY.data)
+    summary = "50 O'Neill tunes"
     result = train(
-        TINY, tunes, run_dir, corpus_summary="50 O'Neill tunes", progress=False, log=messages.append
+        TINY, corpus, run_dir, corpus_summary=summary, progress=False, log=messages.append
     )
     return result, run_dir, messages
 
@@ -154,7 +157,8 @@ def test_interrupted_then_resumed_run_equals_the_uninterrupted_one(trained, tune
 
     messages: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        train(TINY, tunes, run_dir, progress=False, log=messages.append, on_step=interrupt_at_33)
+        train(TINY, split_corpus(tunes, TINY.data),
+              run_dir, progress=False, log=messages.append, on_step=interrupt_at_33)
     assert [step for step, _ in seen] == list(range(1, 34))
     assert seen[-1][1]["step"] == 30 and "bits_per_char" in seen[-1][1]  # the latest record
     assert "interrupted at step 33" in messages[-1] and "--resume" in messages[-1]
@@ -167,7 +171,8 @@ def test_interrupted_then_resumed_run_equals_the_uninterrupted_one(trained, tune
         name = "model_weights/" + key.replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
         assert np.array_equal(variable.numpy(), saved[name]), key
 
-    result = train(TINY, tunes, run_dir, resume=True, progress=False, log=messages.append)
+    result = train(TINY, split_corpus(tunes, TINY.data),
+                   run_dir, resume=True, progress=False, log=messages.append)
     assert result.step == STEPS and result.steps_run == STEPS - 33
     assert any("resumed" in m and "step 33" in m for m in messages)
 
@@ -187,13 +192,15 @@ def test_resuming_a_finished_run_does_nothing_and_more_steps_continue(trained, t
     run_dir = tmp_path / "copy"
     shutil.copytree(reference_dir, run_dir)
     messages: list[str] = []
-    result = train(TINY, tunes, run_dir, resume=True, progress=False, log=messages.append)
+    result = train(TINY, split_corpus(tunes, TINY.data),
+                   run_dir, resume=True, progress=False, log=messages.append)
     assert result.steps_run == 0 and result.step == STEPS
     assert any("nothing to do" in m for m in messages)
     assert result.val_bits_per_char is not None
 
     longer = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, steps=STEPS + 5))
-    result = train(longer, tunes, run_dir, resume=True, progress=False, log=messages.append)
+    result = train(longer, split_corpus(tunes, longer.data),
+                   run_dir, resume=True, progress=False, log=messages.append)
     assert result.step == STEPS + 5 and result.steps_run == 5
     assert json.loads((run_dir / "config.json").read_text())["train"]["steps"] == STEPS + 5
 
@@ -201,7 +208,7 @@ def test_resuming_a_finished_run_does_nothing_and_more_steps_continue(trained, t
 def test_a_new_run_into_an_existing_run_is_refused(trained, tunes):
     _, run_dir, _ = trained
     with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
-        train(TINY, tunes, run_dir, progress=False, log=lambda _: None)
+        train(TINY, split_corpus(tunes, TINY.data), run_dir, progress=False, log=lambda _: None)
 
 
 def test_resume_refuses_tunes_with_characters_outside_the_vocabulary(trained, tunes, tmp_path):
@@ -215,13 +222,15 @@ def test_resume_refuses_tunes_with_characters_outside_the_vocabulary(trained, tu
         ),
     ]
     with pytest.raises(VocabularyError, match="lacks"):
-        train(TINY, strange, run_dir, resume=True, progress=False, log=lambda _: None)
+        train(TINY, split_corpus(strange, TINY.data),
+              run_dir, resume=True, progress=False, log=lambda _: None)
 
 
 def test_too_few_characters_is_a_corpus_error_before_the_run_dir_is_made(tunes, tmp_path):
     config = dataclasses.replace(TINY, data=DataConfig(seq_length=8192))
     with pytest.raises(CorpusError, match="--seq-length"):
-        train(config, tunes[:3], tmp_path / "run", progress=False, log=lambda _: None)
+        train(config, split_corpus(tunes[:3], config.data),
+              tmp_path / "run", progress=False, log=lambda _: None)
     assert not (tmp_path / "run").exists()
 
 
@@ -237,7 +246,8 @@ def test_float16_training_uses_loss_scaling_and_restores_the_policy(tunes, tmp_p
     config = dataclasses.replace(
         TINY, train=dataclasses.replace(TINY.train, steps=6, mixed_precision=True)
     )
-    result = train(config, tunes, tmp_path / "f16", progress=False, log=lambda _: None)
+    result = train(config, split_corpus(tunes, config.data),
+                   tmp_path / "f16", progress=False, log=lambda _: None)
     assert math.isfinite(result.train_loss)
     assert keras.mixed_precision.global_policy().name == "float32"
     names = read_checkpoint(result.checkpoint)

@@ -29,6 +29,7 @@ from musicgen.generate import Generator  # noqa: E402
 from musicgen.metrics import read_metrics  # noqa: E402
 from musicgen.models import build_model, transformer  # noqa: E402
 from musicgen.train import train  # noqa: E402
+from musicgen.tune_split import split_corpus  # noqa: E402
 from musicgen.vocab import BOS, Vocabulary  # noqa: E402
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"
@@ -200,7 +201,8 @@ def tiny_run_config(steps: int = 30) -> RunConfig:
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_the_run_generates(tmp_path):
     tunes = split_tunebook(read_text_file(TUNEBOOK), TUNEBOOK.name)[0]
-    result = train(tiny_run_config(), tunes, tmp_path / "run", progress=False, log=lambda m: None)
+    result = train(tiny_run_config(), split_corpus(tunes, tiny_run_config().data),
+                   tmp_path / "run", progress=False, log=lambda m: None)
     logged = [e["bits_per_char"] for e in read_metrics(tmp_path / "run" / "metrics.jsonl")
               if "bits_per_char" in e]  # fmt: skip
     assert result.step == 30 and logged[-1] < logged[0] - 0.5
@@ -215,7 +217,8 @@ def test_windows_longer_than_the_context_are_refused(tmp_path):
     config = tiny_run_config()
     config = dataclasses.replace(config, data=DataConfig(seq_length=100))
     with pytest.raises(MusicgenError, match="--context"):
-        train(config, tunes, tmp_path / "run", progress=False, log=lambda m: None)
+        train(config, split_corpus(tunes, config.data),
+              tmp_path / "run", progress=False, log=lambda m: None)
 
 
 @pytest.mark.slow
@@ -275,8 +278,8 @@ def test_precision_and_xla_flags_train_the_transformer(tmp_path, flag):
     plain = tiny_run_config(steps=10)
     flagged = dataclasses.replace(plain, train=dataclasses.replace(plain.train, **{flag: True}))
     quiet = {"progress": False, "log": lambda m: None}
-    expected = train(plain, tunes, tmp_path / "plain", **quiet)
-    result = train(flagged, tunes, tmp_path / flag, **quiet)
+    expected = train(plain, split_corpus(tunes, plain.data), tmp_path / "plain", **quiet)
+    result = train(flagged, split_corpus(tunes, flagged.data), tmp_path / flag, **quiet)
     # XLA reorders float32 arithmetic a little; bfloat16 keeps about 3 significant digits.
     tolerance = 0.02 if flag == "xla" else 0.15
     assert result.train_loss == pytest.approx(expected.train_loss, abs=tolerance)
@@ -291,7 +294,8 @@ def test_resumed_transformer_run_ends_with_the_uninterrupted_weights(tmp_path):
     # Every block's weights and the optimizer's slots must be in the checkpoint for this to hold.
     tunes = split_tunebook(read_text_file(TUNEBOOK), TUNEBOOK.name)[0]
     quiet = {"progress": False, "log": lambda m: None}
-    whole = train(tiny_run_config(), tunes, tmp_path / "whole", **quiet)
+    whole = train(tiny_run_config(), split_corpus(tunes, tiny_run_config().data),
+                  tmp_path / "whole", **quiet)
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(tmp_path / "whole", resumed_dir)
     ckpt_dir = resumed_dir / "ckpt"
@@ -300,7 +304,8 @@ def test_resumed_transformer_run_ends_with_the_uninterrupted_weights(tmp_path):
     # The index TensorFlow's CheckpointManager reads, as it was right after step 15.
     index = 'model_checkpoint_path: "ckpt-15"\nall_model_checkpoint_paths: "ckpt-15"\n'
     (ckpt_dir / "checkpoint").write_text(index)
-    resumed = train(tiny_run_config(), tunes, resumed_dir, resume=True, **quiet)
+    resumed = train(tiny_run_config(), split_corpus(tunes, tiny_run_config().data),
+                    resumed_dir, resume=True, **quiet)
     assert (resumed.step, resumed.steps_run) == (30, 15)
     expected = tf.train.load_checkpoint(whole.checkpoint)
     actual = tf.train.load_checkpoint(resumed.checkpoint)
