@@ -38,6 +38,7 @@ from musicgen.corpus import music21_corpus_folder  # noqa: E402
 from musicgen.distribute import Distribution  # noqa: E402
 from musicgen.errors import CheckpointError, ConfigError, MusicgenError  # noqa: E402
 from musicgen.train import train  # noqa: E402
+from musicgen.tune_split import split_corpus  # noqa: E402
 from musicgen.validity import MAX_LENGTH, ValiditySampler  # noqa: E402
 from musicgen.vocab import Vocabulary  # noqa: E402
 from musicgen.weights import build_model_for  # noqa: E402
@@ -52,7 +53,9 @@ RISING = RunConfig(
     train=TrainConfig(
         steps=STEPS,
         batch_size=16,
-        learning_rate=1.0,  # far too high: validation rises after a minimum
+        # Too high: validation rises after its minimum (at step 60 with TensorFlow 2.21; 1.0, which
+        # rose in this suite's earlier environment, now falls to the end).
+        learning_rate=0.5,
         warmup_steps=5,
         eval_every=10,
         eval_batches=4,
@@ -77,7 +80,8 @@ def tunes():
 def rising(tunes, tmp_path_factory):
     """(TrainResult, run_dir) of the undisturbed reference run."""
     run_dir = tmp_path_factory.mktemp("best") / "rising"
-    result = train(RISING, tunes, run_dir, progress=False, log=lambda message: None)
+    result = train(RISING, split_corpus(tunes, RISING.data),
+                   run_dir, progress=False, log=lambda message: None)
     return result, run_dir
 
 
@@ -191,7 +195,8 @@ def test_the_rotation_of_the_last_checkpoints_never_takes_the_best(rising, tunes
     result, _ = rising
     config = with_train(RISING, checkpoint_every=5, keep_checkpoints=3, steps=STEPS)
     run_dir = tmp_path / "rotated"
-    rotated = train(config, tunes, run_dir, progress=False, log=lambda m: None)
+    rotated = train(config, split_corpus(tunes, config.data),
+                    run_dir, progress=False, log=lambda m: None)
     kept = sorted(int(p.stem.split("-")[1]) for p in (run_dir / "ckpt").glob("*.index"))
     assert kept == [70, 75, 80]
     assert rotated.best_step == result.best_step < 70
@@ -282,9 +287,11 @@ def test_a_resumed_run_ends_bit_identical_best_checkpoint_included(rising, tunes
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(RISING, tunes, run_dir, progress=False, log=lambda m: None, on_step=interrupt)
+        train(RISING, split_corpus(tunes, RISING.data),
+              run_dir, progress=False, log=lambda m: None, on_step=interrupt)
     assert (run_dir / "best" / f"ckpt-{result.best_step}.index").exists()
-    resumed = train(RISING, tunes, run_dir, resume=True, progress=False, log=lambda m: None)
+    resumed = train(RISING, split_corpus(tunes, RISING.data),
+                    run_dir, resume=True, progress=False, log=lambda m: None)
     assert resumed.step == STEPS and resumed.best_step == result.best_step
     assert_same(tensors(str(run_dir / "ckpt" / f"ckpt-{STEPS}"), ""),
                 tensors(str(reference / "ckpt" / f"ckpt-{STEPS}"), ""))  # fmt: skip
@@ -313,7 +320,8 @@ def test_a_best_checkpoint_ahead_of_the_resumed_step_is_caught_up_with(rising, t
         if int(index.stem.split("-")[1]) > behind:
             for path in ckpt.glob(index.stem + ".*"):
                 path.unlink()
-    resumed = train(RISING, tunes, run_dir, resume=True, progress=False, log=lambda m: None)
+    resumed = train(RISING, split_corpus(tunes, RISING.data),
+                    run_dir, resume=True, progress=False, log=lambda m: None)
     assert resumed.best_step == result.best_step
     assert_same(tensors(resumed.best_checkpoint, ""), tensors(result.best_checkpoint, ""))
     assert_same(tensors(str(ckpt / f"ckpt-{STEPS}"), ""),
@@ -383,7 +391,7 @@ def test_sampling_tunes_while_training_leaves_the_training_unchanged(rising, tun
     result, reference = rising
     run_dir = tmp_path / "unsampled"
     config = with_train(RISING, valid_sample=0, keep_checkpoints=1)
-    train(config, tunes, run_dir, progress=False, log=lambda m: None)
+    train(config, split_corpus(tunes, config.data), run_dir, progress=False, log=lambda m: None)
     assert all("valid_share" not in e for e in validations(run_dir))
     assert_same(tensors(str(run_dir / "ckpt" / f"ckpt-{STEPS}"), ""),
                 tensors(str(reference / "ckpt" / f"ckpt-{STEPS}"), ""))  # fmt: skip
