@@ -6,6 +6,7 @@
     validation         metrics.jsonl and best/: bits/char at the last and at the best step
     evaluation         an `evaluate` result (evaluation.json): the share of generated tunes passing
                        every headline check, and the share copying a phrase from the training tunes
+    why                card.json: why this family, size and recipe (`export_bundled --why`)
 
 `build_card` reads the run directory's own files, and falls back, for whatever is missing, on the
 figures stored in its `card.json`, which `train` writes at the end of each call and `evaluate`
@@ -80,6 +81,8 @@ def build_card(run_dir: Path, evaluation: Path | None = None) -> dict:
         card["init"] = dataclasses.asdict(config.init)
     if isinstance(stored.get("exported_from"), dict):
         card["exported_from"] = stored["exported_from"]
+    if isinstance(stored.get("why"), str):
+        card["why"] = stored["why"]  # why this model: written when it was exported
     card["windows"] = _windows_part(config)
     if is_bundled_folder(paths.root):
         card["bundled"] = paths.root.name  # what --run-dir and --init accept for it
@@ -308,6 +311,8 @@ def format_card(card: dict) -> list[str]:
         rows.insert(1, ("parent", _init_text(card["init"])))
     if card.get("exported_from"):
         rows.append(("bundled", _export_text(card["exported_from"])))
+    if card.get("why"):
+        rows.append(("why", card["why"]))
     return [f"{label:<11}{text}" for label, text in rows]
 
 

@@ -79,6 +79,7 @@ def export_bundled(
     tunes: Sequence[str] | None = None,
     tolerance: float = LOGIT_TOLERANCE,
     warn: Callable[[str], object] | None = None,
+    why: str | None = None,
 ) -> Export:
     """Writes the bundled model `name` from the run in `run_dir`.
 
@@ -92,6 +93,8 @@ def export_bundled(
             first CHECK_TUNES validation tunes of the run's corpus.
         tolerance: the largest logit difference accepted, in nats.
         warn: where a warning about a damaged checkpoint goes.
+        why: why this family, size and recipe, in a sentence or two; `musicgen info` prints it
+            (card.json's `why`). Default: the run's card keeps what it says, if anything.
 
     Raises:
         CheckpointError: a bad name, an existing model without `force`, a run that cannot be
@@ -136,7 +139,7 @@ def export_bundled(
                 f"{check['max_logit_difference']:.4f} on {check['tunes']} real tunes, more than "
                 f"the tolerance {tolerance}; not exported"
             )
-        _write_card(staging, run_dir, name, chosen, check)
+        _write_card(staging, run_dir, name, chosen, check, why)
         os.chmod(staging, 0o755)  # mkdtemp made it private; a package's folders are readable
         _publish(staging, destination)
     finally:
@@ -216,11 +219,13 @@ def float16_check(model, config, vocab: Vocabulary, weights_path: Path, texts, t
     }
 
 
-def _write_card(staging: Path, run_dir: Path, name: str, chosen, check: dict) -> None:
+def _write_card(staging: Path, run_dir: Path, name: str, chosen, check: dict, why) -> None:
     from musicgen.card import build_card
 
     card = build_card(run_dir)
     card.update(name=name, run_dir=str(run_dir))
+    if why:
+        card["why"] = " ".join(why.split())
     card["exported_from"] = {
         "run_dir": str(run_dir),
         "checkpoint": chosen.which,

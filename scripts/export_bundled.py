@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/export_bundled.py RUN_DIR NAME [--force] [--tunes FILE.abc]
                                                [--dest FOLDER] [--tolerance NATS]
+                                               [--why TEXT]
 
 Takes the run's best checkpoint (its last when it has none), writes `musicgen/bundled_models/NAME/`
 (or `FOLDER/NAME`, or `$MUSICGEN_BUNDLED_DIR/NAME` when that is set), and refuses when the float16
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, default=None, help="the folder of bundled models")
     parser.add_argument("--tunes", type=Path, default=None, help="an .abc file to check against")
     parser.add_argument("--tolerance", type=float, default=None, help="largest logit difference")
+    parser.add_argument("--why", default=None, help="why this model (the card's `why`)")
     args = parser.parse_args(argv)
 
     from musicgen.errors import MusicgenError
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         tolerance = LOGIT_TOLERANCE if args.tolerance is None else args.tolerance
         result = export_bundled(
             args.run_dir, args.name, root=args.dest, force=args.force, tunes=tunes,
-            tolerance=tolerance, warn=warn,
+            tolerance=tolerance, warn=warn, why=args.why,
         )  # fmt: skip
     except (MusicgenError, OSError) as exc:
         print(f"export_bundled: error: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ import mido  # noqa: E402
 from cli_checks import invoke, one_line_error  # noqa: E402
 
 from musicgen import bundled  # noqa: E402
+from musicgen.card import build_card, format_card  # noqa: E402
 from musicgen.checkpoint import load_for_inference  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig  # noqa: E402
 from musicgen.corpus import load_corpus, music21_corpus_folder  # noqa: E402
@@ -248,10 +249,14 @@ def test_export_refuses_to_overwrite_and_to_lose_precision(run_dir, tunes, tmp_p
 
 def test_the_script_exports_and_says_errors_in_one_line(run_dir, tmp_path):
     script = [sys.executable, str(REPO / "scripts/export_bundled.py")]
-    done = subprocess.run([*script, run_dir, "s", "--dest", tmp_path, "--tunes", TUNEBOOK],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    why = "the smallest model that\n  plays"
+    done = subprocess.run([*script, run_dir, "s", "--dest", tmp_path, "--tunes", TUNEBOOK,
+                           "--why", why], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "the best checkpoint (step " in done.stdout and bundled.is_bundled_folder(tmp_path / "s")
+    card = json.loads((tmp_path / "s" / "card.json").read_text())
+    assert card["why"] == "the smallest model that plays"
+    assert "why        the smallest model that plays" in format_card(build_card(tmp_path / "s"))
     done = subprocess.run([*script, run_dir, "s", "--dest", tmp_path],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
