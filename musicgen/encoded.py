@@ -34,11 +34,12 @@ import numpy as np
 from musicgen import __version__
 from musicgen.augment import AugmentReport
 from musicgen.corpus import CorpusReport, corpus_files
-from musicgen.encoded_build import FORMAT_VERSION, SPLITS, build, ids_dtype, remapped
+from musicgen.encoded_build import FORMAT_VERSION, build, ids_dtype, remapped
 from musicgen.errors import ParseError, VocabularyError, first_line
 from musicgen.keyroot import Homes
 from musicgen.midi_in import DEFAULT_GRID
 from musicgen.runfiles import SplitRecord
+from musicgen.split import SPLITS
 from musicgen.vocab import BOS, EOS, SPECIAL_TOKENS, Vocabulary
 
 _STALE_SECONDS = 24 * 3600  # an unfinished entry this old was left by a process that died
@@ -184,13 +185,10 @@ class EncodedCorpus:
     def split_records(self) -> list[SplitRecord]:
         """corpus.json's record of the splits: each tune's source, or for a corpus of more than
         TUNE_SOURCES_UP_TO tunes the files they came from."""
-        if self.tune_sources is not None:
-            return [
-                SplitRecord(self.tune_count(s), self.characters_in[s], self.tune_sources[s])
-                for s in SPLITS
-            ]
+        per = "tune" if self.tune_sources is not None else "file"
+        sources = self.tune_sources if per == "tune" else self.sources
         return [
-            SplitRecord(self.tune_count(s), self.characters_in[s], self.sources[s], per="file")
+            SplitRecord(self.tune_count(s), self.characters_in[s], sources[s], per)
             for s in SPLITS
         ]
 

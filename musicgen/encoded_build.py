@@ -33,11 +33,10 @@ from musicgen.augment import AugmentReport, copy_source, transposed_copies
 from musicgen.corpus import CorpusReport, empty_report, stream_corpus, unkeep
 from musicgen.errors import CorpusError, RenderError
 from musicgen.keyroot import Homes, to_common_root, unmovable_error
-from musicgen.split import is_held_out, rebalance, tune_bucket
+from musicgen.split import SPLITS, is_held_out, rebalance, tune_bucket
 from musicgen.vocab import BOS, EOS, SPECIAL_TOKENS
 
 FORMAT_VERSION = 1
-SPLITS = ("train", "validation")
 _CHUNK = 1 << 20  # ids copied at a time when writing or remapping a stream (a few MB)
 _PROVISIONAL = np.uint16  # ids while reading, before the sorted vocabulary is known
 TUNE_SOURCES_UP_TO = 20_000  # corpora up to this many tunes keep each tune's source

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+SPLITS = ("train", "validation")  # the two sides, in the order every record lists them
+
 
 def tune_bucket(text: str) -> float:
     """A stable number in [0, 1) for a tune's text (sha1, so it is the same in every process)."""

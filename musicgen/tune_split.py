@@ -26,10 +26,8 @@ from musicgen.config import DataConfig
 from musicgen.errors import CorpusError
 from musicgen.keyroot import Homes, common_root_split
 from musicgen.runfiles import SplitRecord
-from musicgen.split import split_tunes
+from musicgen.split import SPLITS, split_tunes
 from musicgen.vocab import BOS, Vocabulary
-
-SPLITS = ("train", "validation")
 
 
 class SplitCorpus(Protocol):
