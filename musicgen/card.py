@@ -27,8 +27,7 @@ from musicgen.bundled import is_bundled_folder
 from musicgen.config import RunConfig, parameter_count
 from musicgen.errors import CheckpointError
 from musicgen.files import atomic_write_text
-from musicgen.metrics import read_metrics
-from musicgen.progress import duration
+from musicgen.metrics import duration, read_metrics
 from musicgen.rundir import RunPaths, is_musicgen_config
 
 CARD_VERSION = 1

@@ -38,8 +38,7 @@ from musicgen.encoded_build import FORMAT_VERSION, build, ids_dtype, remapped
 from musicgen.errors import ParseError, VocabularyError, first_line
 from musicgen.keyroot import Homes
 from musicgen.midi_in import DEFAULT_GRID
-from musicgen.runfiles import SplitRecord
-from musicgen.split import SPLITS
+from musicgen.split import SPLITS, SplitRecord
 from musicgen.vocab import BOS, EOS, SPECIAL_TOKENS, Vocabulary
 
 _STALE_SECONDS = 24 * 3600  # an unfinished entry this old was left by a process that died

@@ -164,3 +164,13 @@ def _draw_validity(axes, entries: list[dict]) -> None:
     right.set_ylim(-2, 102)
     right.set_ylabel("valid sampled tunes (%)")
     right.legend(loc="center right")
+
+
+def duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `1h07m`: how the progress line and the card write a length of time."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

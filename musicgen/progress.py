@@ -9,7 +9,7 @@ import shutil
 import sys
 import time
 
-from musicgen.metrics import METRICS_EVERY
+from musicgen.metrics import METRICS_EVERY, duration
 
 MIN_PROGRESS_LINES = 50  # without a terminal, about this many progress lines per run (plus evals)
 
@@ -159,13 +159,3 @@ def validation_line(entry: dict) -> str:
     if entry.get("best_step") == entry["step"]:
         line += " (best so far)"
     return line
-
-
-def duration(seconds: float) -> str:
-    """`42s`, `3m05s`, `1h07m`: how the progress line and the card write a length of time."""
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

@@ -6,7 +6,6 @@ No TensorFlow here.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from musicgen.config import RunConfig
 from musicgen.errors import CheckpointError, VocabularyError
 from musicgen.files import atomic_write_text
 from musicgen.rundir import RunPaths
+from musicgen.split import SplitRecord
 from musicgen.vocab import Vocabulary
 
 
@@ -38,29 +38,6 @@ def load_run(run_dir: Path) -> tuple[RunConfig, Vocabulary]:
             f"{config.model.vocab_size}; the two files come from different runs"
         )
     return config, vocab
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitRecord:
-    """What corpus.json says of one split (training or validation).
-
-    Attributes:
-        tunes: how many tunes.
-        characters: their characters, BOS and EOS not counted.
-        sources: one source per tune, or, for a large corpus read through `musicgen.encoded`, the
-            files its tunes came from (each once, in reading order); `per` says which.
-        per: "tune" or "file".
-    """
-
-    tunes: int
-    characters: int
-    sources: tuple[str, ...]
-    per: str = "tune"
-
-    @classmethod
-    def of_tunes(cls, tunes: Sequence) -> SplitRecord:
-        """The record of `tunes`, objects with `text` and `source` attributes."""
-        return cls(len(tunes), sum(len(t.text) for t in tunes), tuple(str(t.source) for t in tunes))
 
 
 def write_corpus_record(

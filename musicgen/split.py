@@ -10,6 +10,7 @@ and the benches use the same functions, so every part of musicgen agrees on what
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 
@@ -67,3 +68,26 @@ def split_tunes(tunes: Sequence, fraction: float = 0.05) -> tuple[list, list]:
     train = [tune for tune, out in zip(tunes, held_out) if not out]
     validation = [tune for tune, out in zip(tunes, held_out) if out]
     return train, validation
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitRecord:
+    """What corpus.json says of one split (training or validation).
+
+    Attributes:
+        tunes: how many tunes.
+        characters: their characters, BOS and EOS not counted.
+        sources: one source per tune, or, for a large corpus read through `musicgen.encoded`, the
+            files its tunes came from (each once, in reading order); `per` says which.
+        per: "tune" or "file".
+    """
+
+    tunes: int
+    characters: int
+    sources: tuple[str, ...]
+    per: str = "tune"
+
+    @classmethod
+    def of_tunes(cls, tunes: Sequence) -> SplitRecord:
+        """The record of `tunes`, objects with `text` and `source` attributes."""
+        return cls(len(tunes), sum(len(t.text) for t in tunes), tuple(str(t.source) for t in tunes))

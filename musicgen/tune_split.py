@@ -25,8 +25,7 @@ from musicgen.augment import AugmentReport, augment_tunes
 from musicgen.config import DataConfig
 from musicgen.errors import CorpusError
 from musicgen.keyroot import Homes, common_root_split
-from musicgen.runfiles import SplitRecord
-from musicgen.split import SPLITS, split_tunes
+from musicgen.split import SPLITS, SplitRecord, split_tunes
 from musicgen.vocab import BOS, Vocabulary
 
 
