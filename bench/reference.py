@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import time
 
+# isort: off
+import musicgen  # noqa: F401  (before TensorFlow loads: oneDNN on, as on musicgen's side)
+
+# isort: on
 import keras
 import numpy as np
 import tensorflow as tf

@@ -26,6 +26,8 @@ from pathlib import Path
 from parts import Settings, log, run_part
 from provenance import print_json
 
+import musicgen  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS for every part's process)
+
 # Reference and ours side by side; each pair is run A B, then B A in the next round.
 COMPARED = (
     "train_reference",
@@ -161,7 +163,7 @@ def machine_info(device: str, load_before: float) -> dict:
         "python": platform.python_version(),
         "tensorflow": version("tensorflow"),
         "keras": version("keras"),
-        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)"),
+        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),  # musicgen sets "1" unless set
         "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
     }
 

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+import musicgen  # noqa: F401  (its TensorFlow settings, oneDNN on, before a test imports TensorFlow)
+
 _tests = itertools.count()
 
 
