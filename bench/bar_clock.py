@@ -31,12 +31,12 @@ ORDER = (True, False, False, True)  # clock on, off, off, on
 
 def generation(repeats: int, length: int) -> dict:
     from musicgen.config import ModelConfig, SampleConfig
-    from musicgen.corpus import load_corpus
-    from musicgen.generate import Generator
+    from musicgen.data.corpus import load_corpus
+    from musicgen.data.vocab import EOS, Vocabulary
+    from musicgen.generation.generate import Generator
+    from musicgen.generation.sampling import FORBIDDEN_IDS, Sampler
     from musicgen.models import build_model
     from musicgen.models.barclock import clock_ids
-    from musicgen.sampling import FORBIDDEN_IDS, Sampler
-    from musicgen.vocab import EOS, Vocabulary
 
     vocab = Vocabulary.from_texts(tune.text for tune in load_corpus()[0])
     generators = {}
@@ -70,9 +70,9 @@ def generation(repeats: int, length: int) -> dict:
 
 def training(steps: int) -> dict:
     from musicgen.config import ModelConfig, RunConfig, TrainConfig
-    from musicgen.corpus import load_corpus
-    from musicgen.train import train
-    from musicgen.tune_split import split_corpus
+    from musicgen.data.corpus import load_corpus
+    from musicgen.data.tune_split import split_corpus
+    from musicgen.training.train import train
 
     tunes = load_corpus()[0]
     rates = {True: [], False: []}

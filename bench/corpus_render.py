@@ -10,9 +10,9 @@ from collections import Counter
 
 from provenance import print_json
 
-from musicgen.corpus import load_corpus
+from musicgen.data.corpus import load_corpus
 from musicgen.errors import RenderError
-from musicgen.render import abc_to_performance
+from musicgen.music.render import abc_to_performance
 
 
 def main() -> None:

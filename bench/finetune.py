@@ -60,7 +60,7 @@ def log(message: str) -> None:
 
 def tunebook(count: int, folder: Path) -> Path:
     """The first `count` essenFolksong tunes (in file order), written as one .abc file."""
-    from musicgen.corpus import load_corpus, music21_corpus_folder, tunebook_text
+    from musicgen.data.corpus import load_corpus, music21_corpus_folder, tunebook_text
 
     source = music21_corpus_folder() / COLLECTION
     tunes, report = load_corpus([source])
@@ -73,7 +73,7 @@ def tunebook(count: int, folder: Path) -> Path:
 def contender_config(name: str, book: Path):
     """(RunConfig, parent label or None) of a musicgen contender."""
     from musicgen.config import DataConfig, InitConfig, RunConfig
-    from musicgen.finetune import find_parent, finetune_defaults
+    from musicgen.training.finetune import find_parent, finetune_defaults
 
     paths = (str(book),)
     if name == "scratch":
@@ -90,11 +90,11 @@ def contender_config(name: str, book: Path):
 
 
 def judge_ours(run_dir: Path, held_out: list[str], train_texts: list[str], num: int) -> dict:
-    from musicgen.checkpoint import load_for_inference
     from musicgen.config import SampleConfig
-    from musicgen.evaluate import check_tunes, score_tunes
-    from musicgen.generate import Generator, generate_at_home
-    from musicgen.keyroot import Homes, movable_pairs, run_homes
+    from musicgen.evaluation.evaluate import check_tunes, score_tunes
+    from musicgen.generation.generate import Generator, generate_at_home
+    from musicgen.music.keyroot import Homes, movable_pairs, run_homes
+    from musicgen.runs.checkpoint import load_for_inference
 
     model, vocab, config = load_for_inference(run_dir, warn=lambda m: log(m), checkpoint="best")
     if config.data.common_root:
@@ -115,7 +115,7 @@ def judge_reference(trained: dict, held_out: list[str], num: int) -> dict:
     from time_to_quality import reference_curve, reference_tunes
 
     from musicgen.config import SampleConfig
-    from musicgen.evaluate import check_tunes
+    from musicgen.evaluation.evaluate import check_tunes
 
     last = dict(trained, snapshots=trained["snapshots"][-1:])
     curve, unknown = reference_curve(last, held_out)
@@ -141,10 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.budgets, args.num, args.tunes, args.calibration_steps = "20", 8, 120, 30
 
-    from musicgen.bundled import default_name
-    from musicgen.corpus import load_corpus
-    from musicgen.split import split_tunes
-    from musicgen.tune_split import split_corpus
+    from musicgen.data.corpus import load_corpus
+    from musicgen.data.split import split_tunes
+    from musicgen.data.tune_split import split_corpus
+    from musicgen.runs.bundled import default_name
 
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]

@@ -43,7 +43,7 @@ def bundled_folder(bundled_dir: Path | None) -> tuple[Path, str] | None:
     """(the folder of bundled models, the default model's name), or None when there is none."""
     if bundled_dir is not None:
         os.environ["MUSICGEN_BUNDLED_DIR"] = str(bundled_dir)
-    from musicgen.bundled import bundled_root, default_name
+    from musicgen.runs.bundled import bundled_root, default_name
 
     name = default_name()
     return None if name is None else (bundled_root(), name)
@@ -53,10 +53,10 @@ def export_tiny_model(scratch: Path) -> Path:
     """Trains a small model on 50 O'Neill tunes for 200 steps (some of its tunes render) and
     exports it into `scratch/models`."""
     from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from musicgen.corpus import load_corpus, music21_corpus_folder
-    from musicgen.export import export_bundled
-    from musicgen.train import train
-    from musicgen.tune_split import split_corpus
+    from musicgen.data.corpus import load_corpus, music21_corpus_folder
+    from musicgen.data.tune_split import split_corpus
+    from musicgen.training.export import export_bundled
+    from musicgen.training.train import train
 
     book = music21_corpus_folder() / "oneills1850/0001-0050.abc"
     config = RunConfig(

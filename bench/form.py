@@ -1,5 +1,5 @@
-"""The form of tunes (`musicgen.form`): the bundled corpus's real tunes, and trained runs' generated
-tunes beside them, each figure and histogram with its distance.
+"""The form of tunes (`musicgen.evaluation.form`): the bundled corpus's real tunes, and trained
+runs' generated tunes beside them, each figure and histogram with its distance.
 
     .venv/bin/python bench/form.py > form.json                                 # the corpus alone
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python bench/form.py --run-dir RUN [--run-dir RUN2...]
@@ -32,8 +32,8 @@ def log(message: str) -> None:
 
 def corpus_form() -> tuple[list, dict]:
     """The bundled corpus's forms, and their figures and distributions."""
-    from musicgen import form
-    from musicgen.corpus import load_corpus
+    from musicgen.data.corpus import load_corpus
+    from musicgen.evaluation import form
 
     tunes, _ = load_corpus()
     forms = form.read_forms(tune.text for tune in tunes)
@@ -48,8 +48,8 @@ def corpus_form() -> tuple[list, dict]:
 
 def judge_run(run_dir: Path, sample, bundled_forms: list, score: bool) -> dict:
     """One run: generate, check, and compare the form (and score the validation tunes)."""
-    from musicgen import evaluate, form
-    from musicgen.checkpoint import latest_checkpoint, load_for_inference
+    from musicgen.evaluation import evaluate, form
+    from musicgen.runs.checkpoint import latest_checkpoint, load_for_inference
 
     model, vocab, config = load_for_inference(run_dir)
     inputs = evaluate.run_inputs(config)
@@ -65,7 +65,7 @@ def judge_run(run_dir: Path, sample, bundled_forms: list, score: bool) -> dict:
         likelihood = evaluate.score_tunes(model, vocab, inputs.validation_texts)
         result["validation_bits_per_char"] = likelihood.bits_per_char
         if config.data.common_root:  # the model reads tunes at root C: also as written
-            from musicgen.keyroot import Homes, run_homes
+            from musicgen.music.keyroot import Homes, run_homes
 
             homes = run_homes(run_dir) or Homes()
             # with no --data, the scored tunes are the validation tunes

@@ -151,7 +151,7 @@ def candidate_config(name: str, shifts: tuple[int, ...]):
 
 def encoded_corpus(config, cache: dict):
     """The bundled corpus encoded (and augmented) as `musicgen train` reads it, once per setting."""
-    from musicgen.encoded import load_encoded_corpus
+    from musicgen.data.encoded import load_encoded_corpus
 
     key = (config.data.validation_fraction, config.data.transpose, config.data.common_root)
     if key not in cache:
@@ -171,7 +171,7 @@ def encoded_corpus(config, cache: dict):
 
 def train_for(config, corpus, run_dir: Path, steps: int, *, measure: bool = False) -> dict:
     """Trains `config` for `steps` steps into `run_dir`; its figures and the load around it."""
-    from musicgen.train import read_metrics, train
+    from musicgen.training.train import read_metrics, train
 
     train_config = dataclasses.replace(
         config.train,
@@ -309,8 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the runs here")
     args = parser.parse_args(argv)
 
-    from musicgen.augment import parse_shifts
     from musicgen.config import TrainConfig
+    from musicgen.data.augment import parse_shifts
 
     started = time.perf_counter()
     shifts = parse_shifts(args.shifts)

@@ -36,9 +36,9 @@ REFERENCE_FILES = 200
 
 def make_files(folder: Path, count: int) -> dict:
     """Writes `count` MIDI files made from corpus tunes; returns what was made."""
-    from musicgen.corpus import load_corpus
+    from musicgen.data.corpus import load_corpus
     from musicgen.errors import RenderError
-    from musicgen.render import abc_to_midi
+    from musicgen.music.render import abc_to_midi
 
     tunes, _ = load_corpus()
     step = max(len(tunes) // count, 1)
@@ -62,8 +62,8 @@ def make_files(folder: Path, count: int) -> dict:
 
 def child(folder: Path) -> dict:
     """Runs in the subprocess: the timed ingestion."""
-    from musicgen.corpus import load_corpus
-    from musicgen.midi_in import midi_to_tune
+    from musicgen.data.corpus import load_corpus
+    from musicgen.music.midi_in import midi_to_tune
 
     after_import = _peak_rss_mb()
     started = time.perf_counter()

@@ -99,7 +99,7 @@ def _write_book(folder: Path, files: int, book: list[str]) -> int:
 
 
 def child_ingest(folder: Path, cache: Path) -> dict:
-    from musicgen.encoded import load_encoded_corpus
+    from musicgen.data.encoded import load_encoded_corpus
 
     after_import = _peak_rss_mb()
     started = time.perf_counter()
@@ -119,7 +119,7 @@ def child_ingest(folder: Path, cache: Path) -> dict:
 
 
 def child_in_memory(folder: Path) -> dict:
-    from musicgen.corpus import load_corpus
+    from musicgen.data.corpus import load_corpus
 
     after_import = _peak_rss_mb()
     started = time.perf_counter()
@@ -137,9 +137,9 @@ def child_in_memory(folder: Path) -> dict:
 def child_pipeline(folder: Path, cache: Path, batches: int, steps: int) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from musicgen.config import stream_recipe
-    from musicgen.dataset import make_dataset
-    from musicgen.encoded import load_encoded_corpus
-    from musicgen.train import train
+    from musicgen.data.dataset import make_dataset
+    from musicgen.data.encoded import load_encoded_corpus
+    from musicgen.training.train import train
 
     config = stream_recipe()  # windows from anywhere: streaming is what this bench measures
     seq_length, batch_size = config.data.seq_length, config.train.batch_size
@@ -215,7 +215,7 @@ def run_child(*args: str) -> dict:
 
 
 def measure(sizes, tmp: Path, batches: int, steps: int) -> dict:
-    from musicgen.corpus import load_corpus
+    from musicgen.data.corpus import load_corpus
 
     texts = [tune.text for tune in load_corpus()[0]]
     results = {}

@@ -93,7 +93,7 @@ def default_run_config(kind: str, **train_updates):
 
 
 def bundled_tunes() -> list:
-    from musicgen.corpus import load_corpus
+    from musicgen.data.corpus import load_corpus
 
     return load_corpus()[0]
 
@@ -103,10 +103,10 @@ def bundled_tunes() -> list:
 
 
 def generate_scaling(kind: str, budget: Budget, work_dir: Path) -> dict:
-    from musicgen.generate import Generator
+    from musicgen.data.vocab import EOS, Vocabulary
+    from musicgen.generation.generate import Generator
+    from musicgen.generation.sampling import FORBIDDEN_IDS, Sampler
     from musicgen.models import build_model
-    from musicgen.sampling import FORBIDDEN_IDS, Sampler
-    from musicgen.vocab import EOS, Vocabulary
 
     vocab = Vocabulary.from_texts(tune.text for tune in bundled_tunes())
     model = build_model(default_model_config(kind, len(vocab)))
@@ -174,10 +174,10 @@ def train_with_flags(kind: str, variant: str, budget: Budget, work_dir: Path) ->
 
 def train_for_budget(kind: str, budget: Budget, work_dir: Path) -> dict:
     """Calibrates steps per second, trains for the budget, then scores and samples the model."""
-    from musicgen.checkpoint import load_for_inference
-    from musicgen.split import split_tunes
-    from musicgen.train import train
-    from musicgen.tune_split import split_corpus
+    from musicgen.data.split import split_tunes
+    from musicgen.data.tune_split import split_corpus
+    from musicgen.runs.checkpoint import load_for_inference
+    from musicgen.training.train import train
 
     tunes = bundled_tunes()
     steps = budget.fixed_steps or _steps_for_budget(kind, tunes, budget, work_dir)
@@ -206,8 +206,8 @@ def train_for_budget(kind: str, budget: Budget, work_dir: Path) -> dict:
 
 def _steps_for_budget(kind: str, tunes, budget: Budget, work_dir: Path) -> int:
     """Steps that fill the budget at the rate a short calibration run of the model reaches."""
-    from musicgen.train import train
-    from musicgen.tune_split import split_corpus
+    from musicgen.data.tune_split import split_corpus
+    from musicgen.training.train import train
 
     config = default_run_config(
         kind, steps=budget.calibration_steps, eval_every=10**6, checkpoint_every=10**6
@@ -224,7 +224,7 @@ def _steps_for_budget(kind: str, tunes, budget: Budget, work_dir: Path) -> int:
 def whole_tune_bits_per_char(model, vocab, tunes) -> float:
     """Bits per character of BOS + tune + EOS, each tune scored whole from its start, as
     `musicgen evaluate` scores them."""
-    from musicgen.evaluate import score_tunes
+    from musicgen.evaluation.evaluate import score_tunes
 
     return round(score_tunes(model, vocab, [t.text for t in tunes]).bits_per_char, 4)
 
@@ -232,8 +232,8 @@ def whole_tune_bits_per_char(model, vocab, tunes) -> float:
 def sample_and_check(model, vocab, num: int, max_length: int) -> dict:
     """Default-settings tunes, timed, and `musicgen evaluate`'s checks of them."""
     from musicgen.config import SampleConfig
-    from musicgen.evaluate import check_tunes
-    from musicgen.generate import Generator
+    from musicgen.evaluation.evaluate import check_tunes
+    from musicgen.generation.generate import Generator
 
     generator = Generator(model, vocab)
     generator.generate("", SampleConfig(num=1, max_length=20))  # traces; not timed

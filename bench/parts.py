@@ -25,7 +25,7 @@ class Settings:
 
     corpus_chars: int = 200_000
     train_warmup_steps: int = 10  # left out of the timing: the first traces the step
-    # Timed steps per training run: a multiple of musicgen.train.METRICS_EVERY (10).
+    # Timed steps per training run: a multiple of musicgen.training.train.METRICS_EVERY (10).
     train_steps: int = 20
     gen_chars: int = 1000  # characters per tune
     gen_batch: int = 32  # tunes sampled as one batch by ours
@@ -58,7 +58,7 @@ def rate(chars: int, seconds: float, **extra) -> dict:
 
 
 def read_tunes(work_dir: Path) -> list:
-    from musicgen.abc import Tune
+    from musicgen.music.abc import Tune
 
     return [Tune(**fields) for fields in json.loads((work_dir / "tunes.json").read_text("utf-8"))]
 
@@ -96,7 +96,7 @@ def train_reference(work_dir: Path, settings: Settings) -> dict:
 
 
 def train_ours(work_dir: Path, settings: Settings, same_size: bool) -> dict:
-    """Our real training code, `musicgen.train.train`, on a temporary run directory.
+    """Our real training code, `musicgen.training.train.train`, on a temporary run directory.
 
     The timed figure leaves out the first `train_warmup_steps` steps, as on the reference side,
     using the per-interval rates train() writes to metrics.jsonl; train()'s own figure, which leaves
@@ -111,8 +111,8 @@ def measure_training(work_dir: Path, settings: Settings, config, label: str) -> 
 
     `config.train.steps` should be `settings.train_warmup_steps + settings.train_steps`.
     """
-    from musicgen.train import read_metrics, train
-    from musicgen.tune_split import split_corpus
+    from musicgen.data.tune_split import split_corpus
+    from musicgen.training.train import read_metrics, train
 
     chars_per_step = config.train.batch_size * config.data.seq_length
     run_dir = work_dir / f"run-{label}-{time.monotonic_ns()}"
@@ -193,10 +193,10 @@ def generate_ours(work_dir: Path, settings: Settings, same_size: bool) -> dict:
     EOS (the Sampler's `forbidden_ids` seam). That adds no work: the forbidden-token mask is applied
     at every step anyway.
     """
-    from musicgen.generate import Generator
+    from musicgen.data.vocab import EOS
+    from musicgen.generation.generate import Generator
+    from musicgen.generation.sampling import FORBIDDEN_IDS, Sampler
     from musicgen.models import build_model
-    from musicgen.sampling import FORBIDDEN_IDS, Sampler
-    from musicgen.vocab import EOS
 
     vocab, model_config = _our_model_config(work_dir, same_size)
     model = build_model(model_config)
@@ -226,7 +226,7 @@ def generate_ours(work_dir: Path, settings: Settings, same_size: bool) -> dict:
 def _our_model_config(work_dir: Path, same_size: bool):
     """Our vocabulary for the benchmark tunes and the model config sized to it."""
     from musicgen.config import ModelConfig
-    from musicgen.vocab import Vocabulary
+    from musicgen.data.vocab import Vocabulary
 
     vocab = Vocabulary.from_texts(tune.text for tune in read_tunes(work_dir))
     base = ModelConfig(**SAME_SIZE_MODEL) if same_size else ModelConfig()

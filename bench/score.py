@@ -3,7 +3,7 @@
     .venv/bin/python bench/score.py            # every tune of the bundled corpus, about 2 minutes
     .venv/bin/python bench/score.py --tunes 500
 
-Three figures: the share of tunes our isolated engraver (`musicgen.score`) engraves, with the
+Three figures: the share of tunes our isolated engraver (`musicgen.music.score`) engraves, with the
 reasons of those it does not; its seconds per tune (batches of `--batch` tunes, the worker's
 start-up timed apart); and, for comparison, raw verovio in this process on tunes the isolated run
 engraved: in this process on our safe text (none of them can abort it), and on the tunes as written
@@ -21,8 +21,8 @@ from collections import Counter
 
 from provenance import print_json
 
-from musicgen.corpus import load_corpus
-from musicgen.score import VEROVIO_OPTIONS, Engraver, engraving_text
+from musicgen.data.corpus import load_corpus
+from musicgen.music.score import VEROVIO_OPTIONS, Engraver, engraving_text
 
 RAW_SAMPLE = 300  # tunes timed with raw verovio
 

@@ -46,7 +46,7 @@ def load_benchmark_tunes(corpus_chars: int) -> tuple[list, str]:
     Returns:
         (tunes, text): the tunes our side trains on and the text the reference trains on.
     """
-    from musicgen.corpus import load_corpus
+    from musicgen.data.corpus import load_corpus
 
     tunes, _ = load_corpus()
     chosen, total = [], 0
@@ -173,7 +173,9 @@ def run_all(settings: Settings, quick: bool) -> dict:
     load_before = os.getloadavg()[0]
     tunes, text = load_benchmark_tunes(settings.corpus_chars)
     corpus = {
-        "source": "the first tunes of musicgen.corpus.load_corpus(), the bundled default corpus",
+        "source": (
+            "the first tunes of musicgen.data.corpus.load_corpus(), the bundled default corpus"
+        ),
         "substitution": "the lab's irish.abc is not available; both sides use these tunes instead, "
         "the reference as one text with the tunes joined by blank lines",
         "tunes": len(tunes),

@@ -21,8 +21,9 @@ same way:
 - the budget each needs to reach the reference's final bits/char (and ours), read from the curves
   with linear interpolation between points;
 - `--num` generated tunes, ours with the default sampling settings, the reference its own way (from
-  "X", raw logits, a tune cut at the first blank line), through `musicgen.evaluate.evaluate_texts`:
-  validity on every check, statistics distances and novelty.
+  "X", raw logits, a tune cut at the first blank line), through
+  `musicgen.evaluation.evaluate.evaluate_texts`: validity on every check, statistics distances and
+  novelty.
 
 One JSON object goes to stdout, progress to stderr. The machine is shared: `machine.load_average`
 before and after says how noisy the run was.
@@ -66,8 +67,8 @@ def log(message: str) -> None:
 def load_tunes(settings: Settings):
     """(all tunes, training tunes, validation tunes) as musicgen's training splits them."""
     from musicgen.config import DataConfig
-    from musicgen.corpus import load_corpus
-    from musicgen.split import split_tunes
+    from musicgen.data.corpus import load_corpus
+    from musicgen.data.split import split_tunes
 
     tunes, _ = load_corpus()
     if settings.corpus_tunes:
@@ -83,8 +84,8 @@ def load_tunes(settings: Settings):
 def train_ours(tunes, settings: Settings, run_dir: Path) -> dict:
     """The default recipe; checkpoints at CURVE_POINTS steps, all kept, for the curve."""
     from musicgen.config import RunConfig
-    from musicgen.train import train
-    from musicgen.tune_split import split_corpus
+    from musicgen.data.tune_split import split_corpus
+    from musicgen.training.train import train
 
     defaults = RunConfig()
     steps = settings.steps or defaults.train.steps
@@ -108,7 +109,7 @@ def trained_ours(run_dir: Path) -> dict:
     """What `train_ours` reports, read back from a run trained earlier (waiting for it to reach
     its last step, should it still be training)."""
     from musicgen.config import RunConfig
-    from musicgen.train import read_metrics
+    from musicgen.training.train import read_metrics
 
     steps = RunConfig.load(run_dir / "config.json").train.steps
     while (entries := read_metrics(run_dir / "metrics.jsonl"))[-1:] and (
@@ -129,11 +130,11 @@ def trained_ours(run_dir: Path) -> dict:
 
 def ours_curve(run_dir: Path, validation_texts) -> tuple[list[dict], object, object]:
     """Whole-tune validation bits/char at each kept checkpoint, with its elapsed seconds."""
-    from musicgen.evaluate import score_tunes
-    from musicgen.runfiles import load_run
+    from musicgen.evaluation.evaluate import score_tunes
+    from musicgen.runs.runfiles import load_run
+    from musicgen.runs.weights import build_model_for, restore_weights
     from musicgen.tfsetup import import_tensorflow
-    from musicgen.train import read_metrics
-    from musicgen.weights import build_model_for, restore_weights
+    from musicgen.training.train import read_metrics
 
     tf = import_tensorflow()
     config, vocab = load_run(run_dir)
@@ -143,7 +144,7 @@ def ours_curve(run_dir: Path, validation_texts) -> tuple[list[dict], object, obj
         # The model reads tunes at root C: scored on them there, plus the bits of drawing each
         # tune's root (`keyroot.home_bits`), so the figure is of the tunes as written, as the
         # reference's is.
-        from musicgen.keyroot import Homes, movable_pairs, run_homes
+        from musicgen.music.keyroot import Homes, movable_pairs, run_homes
 
         written, scored = movable_pairs(validation_texts)
         homes = run_homes(run_dir) or Homes()
@@ -326,8 +327,8 @@ def judged(evaluation: dict) -> dict:
 
 def run(settings: Settings, work_dir: Path) -> dict:
     from musicgen.config import SampleConfig
-    from musicgen.evaluate import Inputs, evaluate_texts, generate_tunes
-    from musicgen.keyroot import move_home, run_homes
+    from musicgen.evaluation.evaluate import Inputs, evaluate_texts, generate_tunes
+    from musicgen.music.keyroot import move_home, run_homes
 
     tunes, train, validation = load_tunes(settings)
     validation_texts = [t.text for t in validation]

@@ -158,7 +158,7 @@ def _quiet_matplotlib() -> None:
 
 
 def _latest_run(root: Path) -> Path:
-    from musicgen.rundir import runs_under
+    from musicgen.runs.rundir import runs_under
 
     runs = runs_under(root)
     if not runs:
@@ -170,9 +170,9 @@ def _latest_run(root: Path) -> Path:
 
 def _model_dir(run_dir: Path | None, notes: list[str]) -> Path:
     """The model `--run-dir` names: a run directory, or a bundled model by name (an existing path
-    of that name wins; `musicgen.bundled.model_folder`). Without it, the newest run under
+    of that name wins; `musicgen.runs.bundled.model_folder`). Without it, the newest run under
     checkpoints/, else the bundled model, which `notes` gets one line about."""
-    from musicgen.bundled import find_bundled, model_folder
+    from musicgen.runs.bundled import find_bundled, model_folder
 
     if run_dir is not None:
         return model_folder(run_dir)
@@ -194,9 +194,9 @@ def _model_dir(run_dir: Path | None, notes: list[str]) -> Path:
 @user_errors
 def train(data_paths, run_dir, resume, strategy, no_cache, init_from, **options):
     """Train a model on ABC or MIDI tunes (the bundled corpus unless --data is given)."""
-    from musicgen.bundled import refuse_training_into
-    from musicgen.encoded import load_encoded_corpus
-    from musicgen.rundir import check_run_dir
+    from musicgen.data.encoded import load_encoded_corpus
+    from musicgen.runs.bundled import refuse_training_into
+    from musicgen.runs.rundir import check_run_dir
 
     if resume and run_dir is None:
         raise MusicgenError("--resume needs --run-dir: the run to continue")
@@ -206,7 +206,7 @@ def train(data_paths, run_dir, resume, strategy, no_cache, init_from, **options)
     check_run_dir(run_dir, resume=resume)
     parent = None
     if init_from is not None:
-        from musicgen.finetune import find_parent
+        from musicgen.training.finetune import find_parent
 
         parent = find_parent(init_from)
     config = train_config(run_dir, resume, data_paths, options, parent)
@@ -224,7 +224,7 @@ def train(data_paths, run_dir, resume, strategy, no_cache, init_from, **options)
         message = f"used the cached corpus {corpus.folder} (files unchanged; --no-cache re-reads)"
         click.echo(message, err=True)
 
-    from musicgen.train import train as run_training
+    from musicgen.training.train import train as run_training
 
     result = run_training(
         config,
@@ -307,8 +307,8 @@ def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, fo
     --key, --meter, --type and --title build the header the tunes start with; each value must be
     one the model's training tunes used.
     """
-    from musicgen.generate import parse_seed
-    from musicgen.output import check_output_folder
+    from musicgen.generation.generate import parse_seed
+    from musicgen.generation.output import check_output_folder
 
     sample = SampleConfig(**options)
     _check_soundfont(soundfont, no_audio)
@@ -320,22 +320,22 @@ def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, fo
     run_dir = _model_dir(run_dir, notes)
     check_output_folder(out, create=False)  # before sampling: a bad --out is said at once
     if any(value is not None for value in (key, meter, tune_type, title)):
-        from musicgen.controls import build_seed, known_headers
+        from musicgen.data.controls import build_seed, known_headers
 
         seed_text = build_seed(
             key=key, meter=meter, tune_type=tune_type, title=title, seed_text=seed_text,
             known=known_headers(run_dir),
         )  # fmt: skip
 
-    from musicgen.checkpoint import load_for_inference
-    from musicgen.generate import Generator, generate_at_home
+    from musicgen.generation.generate import Generator, generate_at_home
+    from musicgen.runs.checkpoint import load_for_inference
 
     # A damaged checkpoint: one warning line, then the previous one is used.
     model, vocab, config = load_for_inference(
         run_dir, warn=_say, checkpoint=which_checkpoint, loaded=loaded.append
     )
     if attention_dir is not None:
-        from musicgen.attention import require_attention
+        from musicgen.generation.attention import require_attention
 
         require_attention(model)
     started = time.perf_counter()
@@ -351,7 +351,7 @@ def generate(run_dir, seed, out, soundfont, no_audio, as_json, attention_dir, fo
 
 
 def _write_attention(model, vocab, record, attention_dir: Path) -> None:
-    from musicgen.attention import write_attention_maps
+    from musicgen.generation.attention import write_attention_maps
 
     text = Path(record.abc).read_text(encoding="utf-8")
     summaries = write_attention_maps(model, vocab, text, attention_dir, Path(record.abc).stem)
@@ -366,13 +366,13 @@ def _write_attention(model, vocab, record, attention_dir: Path) -> None:
 
 def _check_soundfont(soundfont: Path | None, no_audio: bool = False) -> None:
     if soundfont is not None and not no_audio:
-        from musicgen.audio import check_soundfont
+        from musicgen.music.audio import check_soundfont
 
         check_soundfont(soundfont)
 
 
 def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force=False, score=True):
-    from musicgen.output import format_table, records_json, write_tunes
+    from musicgen.generation.output import format_table, records_json, write_tunes
 
     records, notices = write_tunes(
         texts, out, soundfont=soundfont, audio=not no_audio, force=force, score=score
@@ -417,7 +417,7 @@ def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force=False
 @user_errors
 def render(abc_file, out, soundfont, no_audio, force, no_score, transpose):
     """Turn the tunes of an ABC file into MIDI, WAV and sheet music (SVG) files beside it."""
-    from musicgen.output import render_abc_file
+    from musicgen.generation.output import render_abc_file
 
     _check_soundfont(soundfont)
     records, notices = render_abc_file(
@@ -447,7 +447,7 @@ def render(abc_file, out, soundfont, no_audio, force, no_score, transpose):
 @user_errors
 def play(path):
     """Play a WAV or MIDI file through a player found on this machine."""
-    from musicgen.audio import play as play_file
+    from musicgen.music.audio import play as play_file
 
     message = play_file(path)
     if message:
@@ -475,7 +475,7 @@ def play(path):
 @user_errors
 def ingest(paths, out, force, grid):
     """Convert MIDI files (and ABC tunebooks) into one ABC tunebook, saying what was skipped."""
-    from musicgen.corpus import load_corpus, tunebook_text
+    from musicgen.data.corpus import load_corpus, tunebook_text
     from musicgen.files import atomic_write_text, write_new_text
 
     if out.exists() and not force:
@@ -522,7 +522,7 @@ def evaluate(run_dir, data_paths, out, as_json, which_checkpoint, **options):
     """Measure a trained model: likelihood, validity, musical statistics, novelty."""
     import json
 
-    from musicgen.output import check_output_folder
+    from musicgen.generation.output import check_output_folder
 
     sample = SampleConfig(**options)
     notes: list[str] = []  # said at the end, so an error stays the one line on stderr
@@ -531,9 +531,9 @@ def evaluate(run_dir, data_paths, out, as_json, which_checkpoint, **options):
     out = out or DEFAULT_OUT / f"evaluate-{Path(run_dir).resolve().name}"
     check_output_folder(out, create=False)
 
-    from musicgen.evaluate import evaluate_run
+    from musicgen.evaluation.evaluate import evaluate_run
+    from musicgen.evaluation.report import summary_lines, validity_table, write_report
     from musicgen.files import atomic_write_text
-    from musicgen.report import summary_lines, validity_table, write_report
 
     result = evaluate_run(
         run_dir, sample, data_paths, checkpoint=which_checkpoint, loaded=loaded.append
@@ -556,8 +556,8 @@ def _record_on_card(run_dir: Path, result: dict, source: Path) -> None:
     """Puts the evaluation's figures on the run's card.json; a run folder that cannot be written
     (read-only, someone else's) is said in one line, the evaluation itself is kept. A bundled
     model's card is part of the installed package and stays as shipped."""
-    from musicgen.bundled import is_bundled_folder
-    from musicgen.card import record_evaluation
+    from musicgen.runs.bundled import is_bundled_folder
+    from musicgen.runs.card import record_evaluation
 
     if is_bundled_folder(run_dir):
         name = Path(run_dir).name
@@ -589,7 +589,7 @@ def info(run_dir, evaluation, as_json):
     """
     import json
 
-    from musicgen.card import build_card, format_card
+    from musicgen.runs.card import build_card, format_card
 
     notes: list[str] = []
     card = build_card(_model_dir(run_dir, notes), evaluation)
@@ -626,7 +626,7 @@ def info(run_dir, evaluation, as_json):
 @user_errors
 def serve(run_dir, host, port):
     """Serve a local web page to generate, see, hear and download tunes (Ctrl-C stops)."""
-    from musicgen.bundled import model_folder
+    from musicgen.runs.bundled import model_folder
     from musicgen.web.serve import serve as run_server
 
     run_dir = None if run_dir is None else model_folder(run_dir)

@@ -34,9 +34,9 @@ from musicgen.config import (
     SampleConfig,
     TrainConfig,
 )
-from musicgen.distribute import STRATEGIES
 from musicgen.errors import MusicgenError
-from musicgen.finetune import FINETUNE_CHARACTERS, FINETUNE_LEARNING_RATE
+from musicgen.training.distribute import STRATEGIES
+from musicgen.training.finetune import FINETUNE_CHARACTERS, FINETUNE_LEARNING_RATE
 
 # A config field's option where its name is not the field's with dashes.
 OPTION_OF_FIELD = {"kind": "--model", "transpose": "--augment-transpose"}
@@ -328,7 +328,7 @@ def train_config(run_dir: Path, resume: bool, data_paths, options: dict, parent=
     updates = {name: options[name] for name in train_fields if options[name] is not None}
     train_cfg = dataclasses.replace(train_cfg, **updates)
     if parent is not None and not resume:
-        from musicgen.finetune import finetune_defaults
+        from musicgen.training.finetune import finetune_defaults
 
         defaults = finetune_defaults(parent, train_cfg.batch_size, data.seq_length)
         defaults = {name: value for name, value in defaults.items() if options[name] is None}
@@ -367,7 +367,7 @@ def _window_and_augment_options(data: DataConfig, options: dict, resume: bool, s
     """`data` with --augment-transpose, --whole-tunes, --common-root and --length-buckets; on
     --resume they must
     agree with the saved run (its corpus and batches depend on them)."""
-    from musicgen.augment import parse_shifts
+    from musicgen.data.augment import parse_shifts
 
     given = {
         "transpose": None if options["transpose"] is None else parse_shifts(options["transpose"]),

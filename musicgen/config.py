@@ -1,7 +1,8 @@
 """Plain frozen dataclasses for every setting, saved as JSON beside the weights.
 
 `generate` rebuilds a model from the run directory's `config.json` alone, so nothing here may
-depend on the corpus or on the training code's defaults at load time.
+depend on the corpus or on the training code's defaults at load time. Over 400 lines: each
+setting is checked where it is defined (`ConfigError`), beside its field.
 """
 
 from __future__ import annotations
@@ -74,13 +75,14 @@ class DataConfig:
     paths: tuple[str, ...] = ()  # empty: the bundled default corpus
     seq_length: int = 512  # holds 97% of the bundled corpus's tunes whole
     validation_fraction: float = 0.05
-    # Semitones every training tune is also transposed by (`musicgen.augment`); () for none.
+    # Semitones every training tune is also transposed by (`musicgen.data.augment`); () for none.
     transpose: tuple[int, ...] = ()
     # Training windows start at a tune's start and hold it whole, padded (`dataset.tune_pieces`).
     whole_tunes: bool = True
     # With whole_tunes: batches of tunes of similar length, cut to one of this many widths.
     length_buckets: int = 4
-    # Every tune moved so its key's root is C; generated tunes moved home (`musicgen.keyroot`).
+    # Every tune moved so its key's root is C; generated tunes moved home
+    # (`musicgen.music.keyroot`).
     common_root: bool = True
 
     def __post_init__(self):
@@ -215,9 +217,10 @@ class TrainConfig:
     random_seed: int = 1234
     mixed_precision: bool = False
     xla: bool = False  # compile the train step with XLA (jit_compile)
-    # Stop after this many validations in a row without a new best (`musicgen.best`); 0: never.
+    # Stop after this many validations in a row without a new best (`musicgen.training.best`); 0:
+    # never.
     patience: int = 0
-    # Tunes sampled and checked at each validation (`musicgen.validity`); 0: none.
+    # Tunes sampled and checked at each validation (`musicgen.evaluation.validity`); 0: none.
     valid_sample: int = 16
 
     def __post_init__(self):
@@ -259,7 +262,8 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class InitConfig:
-    """The model a fine-tuned run started from (`musicgen train --init`, `musicgen.finetune`).
+    """The model a fine-tuned run started from (`musicgen train --init`,
+    `musicgen.training.finetune`).
 
     Attributes:
         parent: "bundled:NAME" for a bundled model, else the parent run's directory.

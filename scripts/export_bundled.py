@@ -7,7 +7,7 @@
 Takes the run's best checkpoint (its last when it has none), writes `musicgen/bundled_models/NAME/`
 (or `FOLDER/NAME`, or `$MUSICGEN_BUNDLED_DIR/NAME` when that is set), and refuses when the float16
 model's logits on real tunes (the run's first validation tunes, or those of --tunes) stray further
-than the tolerance from the float32 model's. What it does is `musicgen.export.export_bundled`.
+than the tolerance from the float32 model's. What it does is `musicgen.training.export.export_bundled`.
 Errors are one line on stderr and exit code 1.
 """
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from musicgen.errors import MusicgenError
-    from musicgen.export import LOGIT_TOLERANCE, export_bundled
+    from musicgen.training.export import LOGIT_TOLERANCE, export_bundled
 
     def warn(message: str) -> None:
         print(f"export_bundled: {message}", file=sys.stderr, flush=True)
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tunes = None
         if args.tunes is not None:
-            from musicgen.corpus import load_corpus
+            from musicgen.data.corpus import load_corpus
 
             tunes = [tune.text for tune in load_corpus([args.tunes])[0]]
         tolerance = LOGIT_TOLERANCE if args.tolerance is None else args.tolerance

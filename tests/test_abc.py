@@ -1,4 +1,5 @@
-"""Tests for musicgen.abc: splitting tunebooks, normalising tunes, reading files in any encoding."""
+"""Tests for musicgen.music.abc: splitting tunebooks, normalising tunes, reading files in any
+encoding."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from musicgen.abc import (
+from musicgen.errors import ParseError
+from musicgen.music.abc import (
     Tune,
     header_fields,
     parse_tune,
@@ -18,7 +20,6 @@ from musicgen.abc import (
     split_tunebook,
     undo_mail_encoding,
 )
-from musicgen.errors import ParseError
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"
 
@@ -262,8 +263,8 @@ def test_layout_padding_is_removed_from_music_lines():
 
 def test_mail_encoded_tunebook_is_repaired():
     # Ryan's Mammoth has files that went through quoted-printable e-mail encoding.
-    from musicgen.corpus import default_corpus_files
-    from musicgen.render import abc_to_performance
+    from musicgen.data.corpus import default_corpus_files
+    from musicgen.music.render import abc_to_performance
 
     path = next(
         p for label, p in default_corpus_files() if label.endswith("BellsOfLewistonReel.abc")

@@ -1,5 +1,5 @@
-"""The ABC reader (`musicgen.abc_reader`): the header, and the body's tokens of real tunes, checked
-against music21's reading of the same tunes."""
+"""The ABC reader (`musicgen.music.abc_reader`): the header, and the body's tokens of real tunes,
+checked against music21's reading of the same tunes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from musicgen import abc_reader, theory
-from musicgen.abc import read_text_file, split_tunebook
-from musicgen.abc_reader import (
+from musicgen.data.corpus import music21_corpus_folder
+from musicgen.errors import RenderError
+from musicgen.music import abc_reader, theory
+from musicgen.music.abc import read_text_file, split_tunebook
+from musicgen.music.abc_reader import (
     WHOLE,
     Bar,
     Element,
@@ -25,8 +27,6 @@ from musicgen.abc_reader import (
     read_body,
     read_tune_setup,
 )
-from musicgen.corpus import music21_corpus_folder
-from musicgen.errors import RenderError
 
 DATA = Path(__file__).resolve().parent / "data"
 NORTHERN_LASSES = read_text_file(DATA / "render" / "northern_lasses_oneills_1532.abc")

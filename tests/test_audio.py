@@ -1,5 +1,5 @@
-"""Tests for musicgen.audio: real tunes to WAV through FluidSynth (library and program) and the
-built-in synthesizer, read back with the `wave` module; finding and running a player."""
+"""Tests for musicgen.music.audio: real tunes to WAV through FluidSynth (library and program) and
+the built-in synthesizer, read back with the `wave` module; finding and running a player."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import mido
 import numpy as np
 import pytest
 
-from musicgen import audio
-from musicgen.audio import AudioResult, default_soundfont, find_player, midi_to_wav, play
 from musicgen.errors import AudioError
-from musicgen.render import Performance, abc_to_midi
+from musicgen.music import audio
+from musicgen.music.audio import AudioResult, default_soundfont, find_player, midi_to_wav, play
+from musicgen.music.render import Performance, abc_to_midi
 
 DATA = Path(__file__).parent / "data" / "render"
 REEL = DATA / "fling_dang_reel_ryans.abc"  # 26 s

@@ -1,4 +1,4 @@
-"""Issue 13's training candidates: transposition as data augmentation (`musicgen.augment`) and
+"""Issue 13's training candidates: transposition as data augmentation (`musicgen.data.augment`) and
 windows from a tune's start that hold it whole (`dataset.make_tune_dataset`).
 
 Augmentation on real O'Neill tunes: the training tunes multiply, the validation tunes stay as
@@ -21,29 +21,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from musicgen import render  # noqa: E402
-from musicgen.abc import read_text_file, split_tunebook  # noqa: E402
-from musicgen.augment import augment_tunes, parse_shifts  # noqa: E402
-from musicgen.checkpoint import load_for_inference  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from musicgen.corpus import corpus_files, music21_corpus_folder  # noqa: E402
-from musicgen.dataset import (  # noqa: E402
+from musicgen.data.augment import augment_tunes, parse_shifts  # noqa: E402
+from musicgen.data.corpus import corpus_files, music21_corpus_folder  # noqa: E402
+from musicgen.data.dataset import (  # noqa: E402
     Shard,
     bucket_widths,
     make_tune_dataset,
     tune_pieces,
     whole_tune_batches,
 )
-from musicgen.encoded import cache_key, load_encoded_corpus  # noqa: E402
+from musicgen.data.encoded import cache_key, load_encoded_corpus  # noqa: E402
+from musicgen.data.split import split_tunes  # noqa: E402
+from musicgen.data.tune_split import encode_stream, split_corpus, tune_start_positions  # noqa: E402
+from musicgen.data.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402
 from musicgen.errors import ConfigError  # noqa: E402
-from musicgen.evaluate import score_tunes  # noqa: E402
-from musicgen.keyroot import movable_pairs  # noqa: E402
-from musicgen.split import split_tunes  # noqa: E402
-from musicgen.steps import loss_sum, train_step  # noqa: E402
-from musicgen.train import train  # noqa: E402
-from musicgen.tune_split import encode_stream, split_corpus, tune_start_positions  # noqa: E402
-from musicgen.vocab import BOS, EOS, PAD, Vocabulary  # noqa: E402
-from musicgen.weights import build_model_for  # noqa: E402
+from musicgen.evaluation.evaluate import score_tunes  # noqa: E402
+from musicgen.music import render  # noqa: E402
+from musicgen.music.abc import read_text_file, split_tunebook  # noqa: E402
+from musicgen.music.keyroot import movable_pairs  # noqa: E402
+from musicgen.runs.checkpoint import load_for_inference  # noqa: E402
+from musicgen.runs.weights import build_model_for  # noqa: E402
+from musicgen.training.steps import loss_sum, train_step  # noqa: E402
+from musicgen.training.train import train  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 SHIFTS = (-3, 2)
@@ -110,7 +110,7 @@ def test_transposed_training_text_renders_to_the_original_pitches_shifted(tmp_pa
 
 
 def test_a_copy_that_would_leave_midi_range_is_skipped_and_counted():
-    from musicgen.abc import Tune
+    from musicgen.music.abc import Tune
 
     low = Tune("X:1\nT:low\nM:4/4\nL:1/8\nK:C\nC,,,,,D,,,,E,,,,F,,,,|]\n", "low", "C", "4/4", "t#1")
     tunes, report = augment_tunes([low], (-1, 2))

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from musicgen.abc import header_fields, parse_tune, read_text_file, split_tunebook
 from musicgen.cli import main
-from musicgen.corpus import load_corpus, music21_corpus_folder
+from musicgen.data.corpus import load_corpus, music21_corpus_folder
 from musicgen.errors import ParseError
+from musicgen.music.abc import header_fields, parse_tune, read_text_file, split_tunebook
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"  # 4 good tunes, 3 broken
 ONEILLS = music21_corpus_folder() / "oneills1850/0001-0050.abc"

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 
 from musicgen.cli import main
 from musicgen.config import ModelConfig, RunConfig
-from musicgen.corpus import load_corpus
+from musicgen.data.corpus import load_corpus
+from musicgen.data.vocab import Vocabulary
 from musicgen.models import build_model
 from musicgen.models.barclock import NO_ID, clock_ids, counts, step
 from musicgen.tfsetup import import_tensorflow
-from musicgen.vocab import Vocabulary
 
 tf = import_tensorflow()
 

@@ -21,10 +21,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.util import event_pb2  # noqa: E402
 
-import musicgen.train as train_module  # noqa: E402
-from musicgen.abc import read_text_file, split_tunebook  # noqa: E402
-from musicgen.best import BestCheckpoint, BestTracker  # noqa: E402
-from musicgen.checkpoint import (  # noqa: E402
+import musicgen.training.train as train_module  # noqa: E402
+from musicgen.cli import main  # noqa: E402
+from musicgen.config import STREAM_WINDOWS, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from musicgen.data.corpus import music21_corpus_folder  # noqa: E402
+from musicgen.data.tune_split import split_corpus  # noqa: E402
+from musicgen.data.vocab import Vocabulary  # noqa: E402
+from musicgen.errors import CheckpointError, ConfigError, MusicgenError  # noqa: E402
+from musicgen.evaluation.validity import MAX_LENGTH, ValiditySampler  # noqa: E402
+from musicgen.music.abc import read_text_file, split_tunebook  # noqa: E402
+from musicgen.runs.checkpoint import (  # noqa: E402
     RunPaths,
     best_value,
     choose_checkpoint,
@@ -32,16 +38,10 @@ from musicgen.checkpoint import (  # noqa: E402
     remove_leftovers,
     verify_checkpoint,
 )
-from musicgen.cli import main  # noqa: E402
-from musicgen.config import STREAM_WINDOWS, DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from musicgen.corpus import music21_corpus_folder  # noqa: E402
-from musicgen.distribute import Distribution  # noqa: E402
-from musicgen.errors import CheckpointError, ConfigError, MusicgenError  # noqa: E402
-from musicgen.train import train  # noqa: E402
-from musicgen.tune_split import split_corpus  # noqa: E402
-from musicgen.validity import MAX_LENGTH, ValiditySampler  # noqa: E402
-from musicgen.vocab import Vocabulary  # noqa: E402
-from musicgen.weights import build_model_for  # noqa: E402
+from musicgen.runs.weights import build_model_for  # noqa: E402
+from musicgen.training.best import BestCheckpoint, BestTracker  # noqa: E402
+from musicgen.training.distribute import Distribution  # noqa: E402
+from musicgen.training.train import train  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 STEPS = 80

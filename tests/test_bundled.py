@@ -21,17 +21,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import mido  # noqa: E402
 from cli_checks import invoke, one_line_error  # noqa: E402
 
-from musicgen import bundled  # noqa: E402
-from musicgen.card import build_card, format_card  # noqa: E402
-from musicgen.checkpoint import load_for_inference  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig  # noqa: E402
-from musicgen.corpus import load_corpus, music21_corpus_folder  # noqa: E402
+from musicgen.data.corpus import load_corpus, music21_corpus_folder  # noqa: E402
+from musicgen.data.tune_split import split_corpus  # noqa: E402
+from musicgen.data.vocab import BOS, EOS  # noqa: E402
 from musicgen.errors import CheckpointError  # noqa: E402
-from musicgen.export import LOGIT_TOLERANCE, export_bundled  # noqa: E402
-from musicgen.generate import Generator, generate_at_home  # noqa: E402
-from musicgen.train import train  # noqa: E402
-from musicgen.tune_split import split_corpus  # noqa: E402
-from musicgen.vocab import BOS, EOS  # noqa: E402
+from musicgen.generation.generate import Generator, generate_at_home  # noqa: E402
+from musicgen.runs import bundled  # noqa: E402
+from musicgen.runs.card import build_card, format_card  # noqa: E402
+from musicgen.runs.checkpoint import load_for_inference  # noqa: E402
+from musicgen.training.export import LOGIT_TOLERANCE, export_bundled  # noqa: E402
+from musicgen.training.train import train  # noqa: E402
 from musicgen.web.choices import model_choices  # noqa: E402
 
 # Every test here trains a model, or uses one a fixture trained.

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from musicgen.cli import main  # noqa: E402
 from musicgen.config import RunConfig  # noqa: E402
-from musicgen.corpus import music21_corpus_folder  # noqa: E402
+from musicgen.data.corpus import music21_corpus_folder  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 TINY = ["--embedding-dim", "8", "--units", "32", "--layers", "1", "--batch-size", "16"]
@@ -52,7 +52,7 @@ def read_files(run: Path) -> tuple[dict, dict, list[dict]]:
 
 @pytest.mark.slow
 def test_info_shows_what_the_run_files_hold(run_dir, tmp_path, monkeypatch):
-    from musicgen.checkpoint import load_for_inference
+    from musicgen.runs.checkpoint import load_for_inference
 
     monkeypatch.chdir(tmp_path)  # no out/evaluate-tiny/ here
     config, corpus, metrics = read_files(run_dir)

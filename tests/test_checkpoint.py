@@ -15,7 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from musicgen.checkpoint import (  # noqa: E402
+from musicgen.config import ModelConfig, RunConfig  # noqa: E402
+from musicgen.data.corpus import music21_corpus_folder
+from musicgen.data.vocab import Vocabulary  # noqa: E402
+from musicgen.errors import CheckpointError  # noqa: E402
+from musicgen.runs.checkpoint import (  # noqa: E402
     checkpoint_manager,
     latest_checkpoint,
     load_for_inference,
@@ -23,12 +27,8 @@ from musicgen.checkpoint import (  # noqa: E402
     prepare_run_dir,
     remove_leftovers,
 )
-from musicgen.config import ModelConfig, RunConfig  # noqa: E402
-from musicgen.corpus import music21_corpus_folder
-from musicgen.errors import CheckpointError  # noqa: E402
-from musicgen.runfiles import load_run  # noqa: E402
-from musicgen.vocab import Vocabulary  # noqa: E402
-from musicgen.weights import build_model_for  # noqa: E402
+from musicgen.runs.runfiles import load_run  # noqa: E402
+from musicgen.runs.weights import build_model_for  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 

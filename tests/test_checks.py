@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from musicgen import checks, novelty, stats
-from musicgen.abc import parse_tune, read_text_file, split_tunebook
-from musicgen.corpus import load_corpus
+from musicgen.data.corpus import load_corpus
+from musicgen.evaluation import checks, novelty, stats
+from musicgen.music.abc import parse_tune, read_text_file, split_tunebook
 
 DATA = Path(__file__).resolve().parent / "data"
 NORTHERN_LASSES = parse_tune(

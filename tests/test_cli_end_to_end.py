@@ -11,9 +11,9 @@ import pytest
 from cli_checks import SMALL_RUN
 from click.testing import CliRunner
 
-from musicgen.abc import read_text_file, split_tunebook
 from musicgen.cli import main
-from musicgen.corpus import default_corpus_files, load_corpus
+from musicgen.data.corpus import default_corpus_files, load_corpus
+from musicgen.music.abc import read_text_file, split_tunebook
 
 pytestmark = pytest.mark.slow
 
@@ -119,11 +119,11 @@ def test_render_and_play_a_real_tune(oneills_file, tmp_path, monkeypatch):
     wav = tmp_path / "kesh.wav"
     assert wav.stat().st_size > 44100  # more than a quarter second of 16-bit audio
     # No speakers here: a machine without a player gets the path and how to play it ...
-    monkeypatch.setattr("musicgen.audio.find_player", lambda suffix=".wav": None)
+    monkeypatch.setattr("musicgen.music.audio.find_player", lambda suffix=".wav": None)
     played = CliRunner().invoke(main, ["play", str(wav)])
     assert played.exit_code == 0 and str(wav) in played.stdout
     # ... and a player that fails is a one-line error.
-    monkeypatch.setattr("musicgen.audio.find_player", lambda suffix=".wav": ["false"])
+    monkeypatch.setattr("musicgen.music.audio.find_player", lambda suffix=".wav": ["false"])
     failed = CliRunner().invoke(main, ["play", str(wav)])
     assert failed.exit_code == 1 and failed.stderr.count("\n") == 1
     assert f"false could not play {wav}" in failed.stderr

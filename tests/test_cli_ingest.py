@@ -9,10 +9,10 @@ import pytest
 from cli_checks import one_line_error
 from click.testing import CliRunner
 
-from musicgen.abc import split_tunebook
 from musicgen.cli import main
-from musicgen.corpus import load_corpus
-from musicgen.render import abc_to_midi, abc_to_performance
+from musicgen.data.corpus import load_corpus
+from musicgen.music.abc import split_tunebook
+from musicgen.music.render import abc_to_midi, abc_to_performance
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ import pytest
 from cli_checks import SMALL_RUN
 from click.testing import CliRunner
 
-from musicgen.abc import header_fields, read_text_file, split_tunebook
 from musicgen.cli import main
-from musicgen.controls import KnownHeaders, build_seed, known_headers
-from musicgen.corpus import default_corpus_files
+from musicgen.data.controls import KnownHeaders, build_seed, known_headers
+from musicgen.data.corpus import default_corpus_files
 from musicgen.errors import GenerationError
-from musicgen.output import write_tunes
-from musicgen.score import count_notes
+from musicgen.generation.output import write_tunes
+from musicgen.music.abc import header_fields, read_text_file, split_tunebook
+from musicgen.music.score import count_notes
 
 TINY = [*SMALL_RUN, "--eval-every", "20", "--checkpoint-every", "20"]
 # Our renderer plays its one note; verovio reads the "X" that starts the music as a field.

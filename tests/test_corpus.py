@@ -1,4 +1,4 @@
-"""Tests for musicgen.corpus on the real default corpus and on small real tunebooks."""
+"""Tests for musicgen.data.corpus on the real default corpus and on small real tunebooks."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ import midi_samples  # noqa: E402
 import mido
 import pytest
 
-from musicgen import corpus
-from musicgen.abc import HEADER_FIELDS, parse_tune
-from musicgen.corpus import DEFAULT_COLLECTIONS, default_corpus_files, load_corpus, tunebook_text
+from musicgen.data import corpus
+from musicgen.data.corpus import (
+    DEFAULT_COLLECTIONS,
+    default_corpus_files,
+    load_corpus,
+    tunebook_text,
+)
 from musicgen.errors import CorpusError
-from musicgen.render import abc_to_midi
+from musicgen.music.abc import HEADER_FIELDS, parse_tune
+from musicgen.music.render import abc_to_midi
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"
 SOURCE = re.compile(r"^music21:(oneills1850|ryansMammoth|airdsAirs|miscFolk)/[^#]+\.abc#X:\d+$")
@@ -205,7 +210,7 @@ def test_explicit_midi_file_becomes_one_tune(tmp_path, name):
 def test_midi_and_abc_mixed_feed_the_same_vocabulary(tmp_path, default_corpus):
     """Real tunes through musicgen's MIDI writer, read back beside an ABC tunebook: every converted
     tune uses only characters the bundled corpus already has."""
-    from musicgen.vocab import Vocabulary
+    from musicgen.data.vocab import Vocabulary
 
     corpus_tunes, _ = default_corpus
     (tmp_path / "midi").mkdir()
@@ -301,7 +306,7 @@ def test_default_corpus_without_music21_is_a_corpus_error(monkeypatch):
 
 
 def test_vocabulary_round_trips_every_kept_tune(default_corpus):
-    from musicgen.vocab import Vocabulary
+    from musicgen.data.vocab import Vocabulary
 
     tunes, _ = default_corpus
     vocab = Vocabulary.from_texts(t.text for t in tunes)

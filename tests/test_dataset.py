@@ -10,13 +10,13 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from musicgen.abc import Tune, read_text_file, split_tunebook  # noqa: E402
-from musicgen.corpus import music21_corpus_folder
-from musicgen.dataset import make_dataset  # noqa: E402
+from musicgen.data.corpus import music21_corpus_folder
+from musicgen.data.dataset import make_dataset  # noqa: E402
+from musicgen.data.split import split_tunes  # noqa: E402
+from musicgen.data.tune_split import encode_stream, tune_start_positions  # noqa: E402
+from musicgen.data.vocab import BOS, EOS, Vocabulary  # noqa: E402
 from musicgen.errors import CorpusError  # noqa: E402
-from musicgen.split import split_tunes  # noqa: E402
-from musicgen.tune_split import encode_stream, tune_start_positions  # noqa: E402
-from musicgen.vocab import BOS, EOS, Vocabulary  # noqa: E402
+from musicgen.music.abc import Tune, read_text_file, split_tunebook  # noqa: E402
 
 ONEILLS = music21_corpus_folder() / "oneills1850"
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from musicgen.corpus import default_corpus_files
-from musicgen.dataset import Shard, make_dataset
+from musicgen.data.corpus import default_corpus_files
+from musicgen.data.dataset import Shard, make_dataset
+from musicgen.data.tune_split import encode_stream, tune_start_positions
+from musicgen.data.vocab import Vocabulary
 from musicgen.tfsetup import import_tensorflow
-from musicgen.tune_split import encode_stream, tune_start_positions
-from musicgen.vocab import Vocabulary
 
 tf = import_tensorflow()
 
@@ -262,7 +262,7 @@ def test_a_strategy_that_cannot_work_is_one_line_error(
 def test_shards_of_every_batch_together_are_the_whole_batch():
     """Two pipelines (workers) of two replicas each read exactly the single-device batches."""
     files = [p for label, p in default_corpus_files() if "oneills1850/" in label][:1]
-    from musicgen.corpus import load_corpus
+    from musicgen.data.corpus import load_corpus
 
     tunes, _ = load_corpus(files)
     vocab = Vocabulary.from_texts(t.text for t in tunes)
@@ -283,7 +283,7 @@ def test_shards_of_every_batch_together_are_the_whole_batch():
 
 def test_a_memory_mapped_stream_gives_the_same_windows(tmp_path):
     files = [p for label, p in default_corpus_files() if "oneills1850/" in label][:1]
-    from musicgen.corpus import load_corpus
+    from musicgen.data.corpus import load_corpus
 
     tunes, _ = load_corpus(files)
     vocab = Vocabulary.from_texts(t.text for t in tunes)

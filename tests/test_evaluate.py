@@ -13,10 +13,10 @@ import pytest
 from cli_checks import SMALL_RUN
 from click.testing import CliRunner
 
-from musicgen.abc import read_text_file, split_tunebook
-from musicgen.checks import HEADLINE_CHECKS
 from musicgen.cli import main
-from musicgen.corpus import default_corpus_files, load_corpus
+from musicgen.data.corpus import default_corpus_files, load_corpus
+from musicgen.evaluation.checks import HEADLINE_CHECKS
+from musicgen.music.abc import read_text_file, split_tunebook
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +39,9 @@ def run_dir(oneills_file, tmp_path_factory) -> Path:
 
 
 def test_bits_per_char_equals_a_direct_computation(run_dir, oneills_file):
-    from musicgen.checkpoint import load_for_inference
-    from musicgen.evaluate import score_tunes
-    from musicgen.vocab import BOS, EOS
+    from musicgen.data.vocab import BOS, EOS
+    from musicgen.evaluation.evaluate import score_tunes
+    from musicgen.runs.checkpoint import load_for_inference
 
     model, vocab, _ = load_for_inference(run_dir)
     tunes = split_tunebook(read_text_file(oneills_file), "oneills")[0][:5]
@@ -62,8 +62,8 @@ def test_bits_per_char_equals_a_direct_computation(run_dir, oneills_file):
 
 
 def test_unknown_characters_are_counted_not_dropped(run_dir):
-    from musicgen.checkpoint import load_for_inference
-    from musicgen.evaluate import score_tunes
+    from musicgen.evaluation.evaluate import score_tunes
+    from musicgen.runs.checkpoint import load_for_inference
 
     model, vocab, _ = load_for_inference(run_dir)
     text = "X:1\nT:Caf\u00e9 \u00e9t\u00e9\nM:6/8\nL:1/8\nK:G\nGAB cde|\n"
@@ -146,7 +146,7 @@ def test_evaluate_command_end_to_end(run_dir, tmp_path):
     for name in HEADLINE_CHECKS:
         assert f"| {name} |" in page
     assert "## Form" in page and "| tonic_ending_share |" in page
-    from musicgen.report import summary_lines
+    from musicgen.evaluation.report import summary_lines
 
     assert any(line.startswith("ending on the tonic:") for line in summary_lines(report))
     for image in ("loss.png", "pitch_classes.png", "durations.png", "form_sections.png"):

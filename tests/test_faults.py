@@ -25,23 +25,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-import musicgen.steps as steps_module  # noqa: E402
-import musicgen.train as train_module  # noqa: E402
-from musicgen.abc import read_text_file, split_tunebook  # noqa: E402
-from musicgen.checkpoint import (  # noqa: E402
+import musicgen.training.steps as steps_module  # noqa: E402
+import musicgen.training.train as train_module  # noqa: E402
+from musicgen.cli import main  # noqa: E402
+from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from musicgen.data.corpus import music21_corpus_folder
+from musicgen.data.tune_split import split_corpus  # noqa: E402
+from musicgen.errors import CheckpointError, TrainingError  # noqa: E402
+from musicgen.music.abc import read_text_file, split_tunebook  # noqa: E402
+from musicgen.runs.checkpoint import (  # noqa: E402
     checkpoint_candidates,
     latest_checkpoint,
     load_for_inference,
     usable_checkpoint,
     verify_checkpoint,
 )
-from musicgen.cli import main  # noqa: E402
-from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from musicgen.corpus import music21_corpus_folder
-from musicgen.errors import CheckpointError, TrainingError  # noqa: E402
-from musicgen.faults import StopSignals  # noqa: E402
-from musicgen.train import train  # noqa: E402
-from musicgen.tune_split import split_corpus  # noqa: E402
+from musicgen.training.faults import StopSignals  # noqa: E402
+from musicgen.training.train import train  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 STEPS = 80

@@ -20,9 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from cli_checks import invoke, one_line_error  # noqa: E402
 
-import musicgen.train as train_module  # noqa: E402
-from musicgen import bundled  # noqa: E402
-from musicgen.checkpoint import load_for_inference  # noqa: E402
+import musicgen.training.train as train_module  # noqa: E402
 from musicgen.config import (  # noqa: E402
     DataConfig,
     InitConfig,
@@ -31,14 +29,16 @@ from musicgen.config import (  # noqa: E402
     SampleConfig,
     TrainConfig,
 )
-from musicgen.corpus import load_corpus, music21_corpus_folder  # noqa: E402
+from musicgen.data.corpus import load_corpus, music21_corpus_folder  # noqa: E402
+from musicgen.data.tune_split import split_corpus  # noqa: E402
+from musicgen.data.vocab import BOS, EOS, UNK, Vocabulary  # noqa: E402
 from musicgen.errors import CheckpointError  # noqa: E402
-from musicgen.export import export_bundled  # noqa: E402
-from musicgen.finetune import FINETUNE_CHARACTERS, FINETUNE_LEARNING_RATE  # noqa: E402
-from musicgen.generate import Generator  # noqa: E402
-from musicgen.train import train  # noqa: E402
-from musicgen.tune_split import split_corpus  # noqa: E402
-from musicgen.vocab import BOS, EOS, UNK, Vocabulary  # noqa: E402
+from musicgen.generation.generate import Generator  # noqa: E402
+from musicgen.runs import bundled  # noqa: E402
+from musicgen.runs.checkpoint import load_for_inference  # noqa: E402
+from musicgen.training.export import export_bundled  # noqa: E402
+from musicgen.training.finetune import FINETUNE_CHARACTERS, FINETUNE_LEARNING_RATE  # noqa: E402
+from musicgen.training.train import train  # noqa: E402
 
 # Every test here trains a model, or uses one a fixture trained.
 pytestmark = pytest.mark.slow
@@ -173,8 +173,13 @@ def test_known_logits_are_the_parents_before_the_first_step(parent, child_tunes,
 def test_a_transformers_vocabulary_grows_the_same_way(child_tunes):
     """The rule is by shape, not by layer: a tiny Transformer's embedding and output layer grow,
     its position embedding (also a table) does not."""
-    from musicgen.finetune import Parent, ParentWeights, extended_vocabulary, load_parent_weights
-    from musicgen.weights import build_model_for, model_weights
+    from musicgen.runs.weights import build_model_for, model_weights
+    from musicgen.training.finetune import (
+        Parent,
+        ParentWeights,
+        extended_vocabulary,
+        load_parent_weights,
+    )
 
     vocab = Vocabulary(sorted(PARENT_CHARACTERS))
     shape = dict(kind="transformer", d_model=16, heads=2, ff_dim=32, layers=1, context=64)

@@ -1,12 +1,12 @@
-"""The form of a tune (`musicgen.form`): endings and sections of hand-made tunes whose answers are
-known, and the figures of the bundled corpus's real tunes."""
+"""The form of a tune (`musicgen.evaluation.form`): endings and sections of hand-made tunes whose
+answers are known, and the figures of the bundled corpus's real tunes."""
 
 from __future__ import annotations
 
 import pytest
 
-from musicgen import form
-from musicgen.corpus import load_corpus
+from musicgen.data.corpus import load_corpus
+from musicgen.evaluation import form
 
 # Two eight-bar parts of a reel, each repeated; the last note is the written `G2`.
 REEL = """X:1

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from musicgen.cli import main
-from musicgen.corpus import default_corpus_files
+from musicgen.data.corpus import default_corpus_files
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from musicgen.config import ModelConfig, SampleConfig
+from musicgen.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
 from musicgen.errors import ConfigError, GenerationError
-from musicgen.generate import Generator, parse_seed
+from musicgen.generation.generate import Generator, parse_seed
+from musicgen.generation.sampling import Sampler
 from musicgen.models import build_model
-from musicgen.sampling import Sampler
 from musicgen.tfsetup import import_tensorflow
-from musicgen.vocab import BOS, EOS, PAD, UNK, Vocabulary
 
 tf = import_tensorflow()
 

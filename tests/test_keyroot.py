@@ -1,4 +1,5 @@
-"""Every tune at root C for training, generated tunes moved home (`musicgen.keyroot`, issue 13).
+"""Every tune at root C for training, generated tunes moved home (`musicgen.music.keyroot`, issue
+13).
 
 Pitches are read back by our renderer and by abc2midi (through mido); keys by music21.
 """
@@ -13,11 +14,11 @@ from collections import Counter
 import mido
 import pytest
 
-from musicgen import render
-from musicgen.abc_reader import parse_key, split_tune
-from musicgen.corpus import load_corpus
+from musicgen.data.corpus import load_corpus
 from musicgen.errors import RenderError
-from musicgen.keyroot import (
+from musicgen.music import render
+from musicgen.music.abc_reader import parse_key, split_tune
+from musicgen.music.keyroot import (
     NO_ROOT,
     Homes,
     common_root_texts,
@@ -195,7 +196,7 @@ def test_a_common_root_run_trains_at_c_and_writes_its_tunes_in_the_keys_asked(tm
     from cli_checks import invoke, one_line_error
 
     from musicgen.config import RunConfig
-    from musicgen.corpus import music21_corpus_folder
+    from musicgen.data.corpus import music21_corpus_folder
 
     book = music21_corpus_folder() / "oneills1850/0001-0050.abc"
     run = tmp_path / "run"

@@ -1,6 +1,6 @@
-"""The streamed, encoded and cached corpus (musicgen.encoded) on real tunes: the same tunes, split,
-vocabulary and id streams as the in-memory path; the cache is used, invalidated and rebuilt; a
-resumed run's vocabulary wins; memory stays bounded; `musicgen train` uses it end to end."""
+"""The streamed, encoded and cached corpus (musicgen.data.encoded) on real tunes: the same tunes,
+split, vocabulary and id streams as the in-memory path; the cache is used, invalidated and rebuilt;
+a resumed run's vocabulary wins; memory stays bounded; `musicgen train` uses it end to end."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ import pytest
 from cli_checks import MICRO_RUN
 from click.testing import CliRunner
 
-from musicgen import corpus as corpus_module
-from musicgen import encoded_build
-from musicgen.corpus import load_corpus, music21_corpus_folder
-from musicgen.encoded import default_cache_dir, load_encoded_corpus
+from musicgen.data import corpus as corpus_module
+from musicgen.data import encoded_build
+from musicgen.data.corpus import load_corpus, music21_corpus_folder
+from musicgen.data.encoded import default_cache_dir, load_encoded_corpus
+from musicgen.data.vocab import BOS, EOS, Vocabulary
 from musicgen.errors import CorpusError, VocabularyError
-from musicgen.keyroot import to_common_root
-from musicgen.vocab import BOS, EOS, Vocabulary
+from musicgen.music.keyroot import to_common_root
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"  # 4 good tunes, 3 broken
 MUSIC21 = music21_corpus_folder()
@@ -53,8 +53,8 @@ def mixed_folder(tmp_path) -> Path:
 
 
 def test_bundled_corpus_streams_to_the_same_tunes_split_vocabulary_and_ids(bundled):
-    from musicgen.split import split_tunes
-    from musicgen.tune_split import encode_stream, tune_start_positions
+    from musicgen.data.split import split_tunes
+    from musicgen.data.tune_split import encode_stream, tune_start_positions
 
     tunes, report, corpus = bundled
     train, validation = split_tunes(tunes)
@@ -89,8 +89,8 @@ def test_skips_and_duplicates_are_counted_as_the_in_memory_path_counts_them(mixe
 
 
 def test_a_vocabulary_of_more_than_256_ids_is_stored_as_uint16(tmp_path):
-    from musicgen.split import split_tunes
-    from musicgen.tune_split import encode_stream
+    from musicgen.data.split import split_tunes
+    from musicgen.data.tune_split import encode_stream
 
     tunes = load_corpus([ONEILLS])[0][:30]
     # Titles in 300 CJK characters, ten a tune: 252 characters would still fit a byte.
@@ -122,7 +122,7 @@ def test_duplicate_hashes_survive_merging(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("fraction", [0.0, 0.02, 0.3, 1.0, 2.0])
 def test_small_corpora_split_as_split_tunes_splits_them(tmp_path, fraction):
-    from musicgen.split import split_tunes
+    from musicgen.data.split import split_tunes
 
     folder = tmp_path / "five"
     folder.mkdir()
@@ -357,7 +357,7 @@ def test_cli_trains_twice_on_a_folder_and_the_second_run_uses_the_cache(tiled_fo
 def test_resume_keeps_the_saved_vocabulary_and_remaps_the_cached_ids(tmp_path):
     """A run trained on two books resumes on one of them: the saved vocabulary (with the other
     book's accented letters) wins; a book with a letter it lacks is one clear error."""
-    from musicgen.streams import Streams
+    from musicgen.training.streams import Streams
 
     cache = tmp_path / "cache"
     both = tmp_path / "both"
@@ -392,7 +392,7 @@ def test_resume_keeps_the_saved_vocabulary_and_remaps_the_cached_ids(tmp_path):
 
 def test_evaluate_finds_the_runs_validation_tunes(tmp_path, tiled_folder):
     from musicgen.config import DataConfig, RunConfig
-    from musicgen.evaluate import run_inputs
+    from musicgen.evaluation.evaluate import run_inputs
 
     config = RunConfig(data=DataConfig(paths=(str(tiled_folder),)))
     inputs = run_inputs(config)
@@ -430,7 +430,7 @@ def test_the_library_does_not_need_tensorflow():
     code = textwrap.dedent(
         f"""
         import sys
-        from musicgen.encoded import load_encoded_corpus
+        from musicgen.data.encoded import load_encoded_corpus
         load_encoded_corpus([{str(ONEILLS)!r}], use_cache=False)
         assert "tensorflow" not in sys.modules
         """

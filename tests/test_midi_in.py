@@ -1,4 +1,4 @@
-"""Tests for musicgen.midi_in: MIDI files -> ABC tunes.
+"""Tests for musicgen.music.midi_in: MIDI files -> ABC tunes.
 
 Hand-made files (written with mido by tests/midi_samples.py) with ABC worked out by hand; real tunes
 of the bundled corpus through our MIDI writer, music21's and abc2midi's and back; the converted ABC
@@ -23,11 +23,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from musicgen.abc import header_fields
-from musicgen.corpus import load_corpus
+from musicgen.data.corpus import load_corpus
 from musicgen.errors import ParseError, RenderError
-from musicgen.midi_in import MIDI_REASONS, midi_bytes_to_tune, midi_to_tune
-from musicgen.render import abc_to_performance, write_midi
+from musicgen.music.abc import header_fields
+from musicgen.music.midi_in import MIDI_REASONS, midi_bytes_to_tune, midi_to_tune
+from musicgen.music.render import abc_to_performance, write_midi
 
 needs_abc2midi = pytest.mark.skipif(shutil.which("abc2midi") is None, reason="abc2midi missing")
 
@@ -315,7 +315,7 @@ def _without_meta(path: Path, kinds: tuple[str, ...]) -> bytes:
 def test_meter_and_key_of_real_tunes_without_signatures(tmp_path):
     """Real tunes through our MIDI writer with their time and key signatures removed: how often the
     inferred meter and key are the transcriber's."""
-    from musicgen.abc_reader import parse_key
+    from musicgen.music.abc_reader import parse_key
 
     counts: collections.Counter = collections.Counter()
     same_beat = {("2/2", "2/4"), ("4/4", "2/4"), ("2/4", "4/4"), ("2/2", "4/4"), ("12/8", "6/8")}

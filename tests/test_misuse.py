@@ -22,8 +22,8 @@ from cli_checks import MICRO_RUN, default_sigint, one_line_error
 from click.testing import CliRunner
 
 from musicgen.cli import main
-from musicgen.corpus import default_corpus_files
-from musicgen.rundir import LOCK_NAME, RunLock
+from musicgen.data.corpus import default_corpus_files
+from musicgen.runs.rundir import LOCK_NAME, RunLock
 
 TINY = [*MICRO_RUN, "--steps", "2", "--eval-every", "1", "--checkpoint-every", "1"]
 KESH = "X:1\nT:The Kesh\nM:6/8\nL:1/8\nK:G\n|:GAG GAB|ABA ABd|edd gdd|edB dBA:|\n"
@@ -102,7 +102,7 @@ def test_2_a_second_train_into_a_run_dir_in_use_names_the_other_process(tunes_fi
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from musicgen.rundir import RunLock
+from musicgen.runs.rundir import RunLock
 Path(sys.argv[1]).mkdir()
 with RunLock(Path(sys.argv[1])):
     print("held", flush=True)
@@ -122,7 +122,7 @@ def test_2_the_lock_is_held_for_the_whole_run_and_released_after(tunes_file, tmp
             seen.append(type(exc).__name__)
         return original(self, *args, **kwargs)
 
-    from musicgen import train as train_module
+    from musicgen.training import train as train_module
 
     original = train_module._Session.run
     monkeypatch.setattr(train_module._Session, "run", try_lock_during_training)
@@ -134,7 +134,7 @@ def test_2_the_lock_is_held_for_the_whole_run_and_released_after(tunes_file, tmp
 
 
 def _write_many(out: str, start, count: int) -> None:
-    from musicgen.output import write_tunes
+    from musicgen.generation.output import write_tunes
 
     start.wait()
     write_tunes([KESH] * count, Path(out), audio=False)
@@ -192,9 +192,9 @@ def test_4_a_fifo_inside_a_data_folder_is_skipped_and_counted(tunes_file, tmp_pa
 ENDLESS_GENERATE = """
 import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # as the CLI sets it before TensorFlow is imported
-import musicgen.generate as generate
-from musicgen.sampling import FORBIDDEN_IDS, Sampler
-from musicgen.vocab import EOS
+import musicgen.generation.generate as generate
+from musicgen.generation.sampling import FORBIDDEN_IDS, Sampler
+from musicgen.data.vocab import EOS
 
 class Endless(Sampler):
     def __init__(self, next_fn):
@@ -373,7 +373,9 @@ def test_16_config_json_is_strict_json(run_dir):
 
 def test_17_an_unwritable_out_is_named_before_sampling(run_dir, monkeypatch):
     sampled = []
-    monkeypatch.setattr("musicgen.generate.Generator.generate", lambda *a: sampled.append(1))
+    monkeypatch.setattr(
+        "musicgen.generation.generate.Generator.generate", lambda *a: sampled.append(1)
+    )
     line = one_line_error(generate(run_dir, Path("/proc")), "/proc:", "writable folder")
     assert ".tmp" not in line and sampled == []
 

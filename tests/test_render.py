@@ -1,4 +1,4 @@
-"""Tests for musicgen.render: ABC -> Performance -> MIDI, checked by hand, by independent MIDI
+"""Tests for musicgen.music.render: ABC -> Performance -> MIDI, checked by hand, by independent MIDI
 readers, against abc2midi, and over the real O'Neill's, Ryan's and Aird's collections."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from musicgen.errors import RenderError
-from musicgen.render import (
+from musicgen.music.render import (
     DEFAULT_PROGRAM,
     Note,
     Performance,
@@ -55,7 +55,8 @@ def timeline(performance: Performance) -> list[tuple[int, float, float]]:
 
 
 def split_tunes(text: str) -> list[str]:
-    """Tunebook -> tunes, cut at lines starting `X:` (musicgen.abc is written alongside this)."""
+    """Tunebook -> tunes, cut at lines starting `X:` (musicgen.music.abc is written alongside
+    this)."""
     return [chunk for chunk in re.split(r"(?m)^(?=X:)", text) if chunk.startswith("X:")]
 
 

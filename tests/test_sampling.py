@@ -3,9 +3,14 @@
 import numpy as np
 import pytest
 
-from musicgen.sampling import Sampler, forbid_tokens, next_token_logits, top_k_top_p_filter
+from musicgen.data.vocab import BOS, EOS, PAD, UNK
+from musicgen.generation.sampling import (
+    Sampler,
+    forbid_tokens,
+    next_token_logits,
+    top_k_top_p_filter,
+)
 from musicgen.tfsetup import import_tensorflow
-from musicgen.vocab import BOS, EOS, PAD, UNK
 
 tf = import_tensorflow()
 

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from musicgen.abc import read_text_file, split_tunebook
-from musicgen.corpus import default_corpus_files
+from musicgen.data.corpus import default_corpus_files
 from musicgen.errors import RenderError
-from musicgen.render import abc_to_performance
-from musicgen.score import (
+from musicgen.music.abc import read_text_file, split_tunebook
+from musicgen.music.render import abc_to_performance
+from musicgen.music.score import (
     CRASHED,
     TIMED_OUT,
     Engraver,
@@ -156,7 +156,7 @@ def test_texts_without_music_get_a_reason_without_reaching_verovio():
 
 def test_the_worker_never_imports_tensorflow():
     code = (
-        "import sys, musicgen.score; "
+        "import sys, musicgen.music.score; "
         "print(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules))"
     )
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -242,7 +242,7 @@ def test_fuzz_no_process_of_ours_dies(engraver, texts):
 
 
 def test_the_report_shows_the_first_valid_tunes_that_engrave(corpus_tunes, tmp_path):
-    from musicgen.report import SCORE_TUNES, score_lines, write_scores
+    from musicgen.evaluation.report import SCORE_TUNES, score_lines, write_scores
 
     texts = [CRASHES_VEROVIO, *(t.text for t in corpus_tunes[:5])]
     texts[2] = texts[2].replace("T:", "T:[Tricky](x) ", 1)

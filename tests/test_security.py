@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 import musicgen
 from musicgen.cli import main
-from musicgen.corpus import music21_corpus_folder
+from musicgen.data.corpus import music21_corpus_folder
 from musicgen.files import _RESERVED, MAX_STEM_LENGTH, safe_stem
-from musicgen.output import write_tunes
+from musicgen.generation.output import write_tunes
 
 ONEILLS = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 TINY = [*MICRO_RUN, "--steps", "1", "--eval-every", "1", "--checkpoint-every", "1"]

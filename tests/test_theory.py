@@ -1,12 +1,12 @@
-"""Pitch spelling and keys (`musicgen.theory`), each table against an independent source: music21's
-key signatures, mido's key-signature bytes, and ABC notes read back by music21."""
+"""Pitch spelling and keys (`musicgen.music.theory`), each table against an independent source:
+music21's key signatures, mido's key-signature bytes, and ABC notes read back by music21."""
 
 from __future__ import annotations
 
 import mido
 import pytest
 
-from musicgen import theory
+from musicgen.music import theory
 
 
 @pytest.mark.parametrize("fifths", range(-7, 8))

@@ -19,16 +19,16 @@ import matplotlib.image  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.core.util import event_pb2  # noqa: E402
 
-import musicgen.train as train_module  # noqa: E402
-from musicgen.abc import Tune, read_text_file, split_tunebook  # noqa: E402
-from musicgen.checkpoint import load_for_inference  # noqa: E402
+import musicgen.training.train as train_module  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from musicgen.corpus import music21_corpus_folder
+from musicgen.data.corpus import music21_corpus_folder
+from musicgen.data.tune_split import split_corpus  # noqa: E402
+from musicgen.data.vocab import PAD  # noqa: E402
 from musicgen.errors import CheckpointError, CorpusError, VocabularyError  # noqa: E402
-from musicgen.steps import learning_rate_schedule, loss_sum, make_optimizer, train_step  # noqa: E402
-from musicgen.train import train  # noqa: E402
-from musicgen.tune_split import split_corpus  # noqa: E402
-from musicgen.vocab import PAD  # noqa: E402
+from musicgen.music.abc import Tune, read_text_file, split_tunebook  # noqa: E402
+from musicgen.runs.checkpoint import load_for_inference  # noqa: E402
+from musicgen.training.steps import learning_rate_schedule, loss_sum, make_optimizer, train_step  # noqa: E402
+from musicgen.training.train import train  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 STEPS = 60
@@ -270,7 +270,7 @@ def test_the_loss_ignores_pad_targets():
 
 
 def test_train_step_is_traced_once_for_many_batches():
-    from musicgen.weights import build_model_for
+    from musicgen.runs.weights import build_model_for
 
     config = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, vocab_size=20))
     model = build_model_for(config)

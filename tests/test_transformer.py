@@ -19,18 +19,18 @@ import matplotlib.image  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
-from musicgen.abc import read_text_file, split_tunebook  # noqa: E402
-from musicgen.attention import write_attention_maps  # noqa: E402
-from musicgen.checkpoint import load_for_inference  # noqa: E402
 from musicgen.cli import main  # noqa: E402
 from musicgen.config import DataConfig, ModelConfig, RunConfig, SampleConfig, TrainConfig  # noqa: E402
+from musicgen.data.tune_split import split_corpus  # noqa: E402
+from musicgen.data.vocab import BOS, Vocabulary  # noqa: E402
 from musicgen.errors import MusicgenError  # noqa: E402
-from musicgen.generate import Generator  # noqa: E402
-from musicgen.metrics import read_metrics  # noqa: E402
+from musicgen.generation.attention import write_attention_maps  # noqa: E402
+from musicgen.generation.generate import Generator  # noqa: E402
 from musicgen.models import build_model, transformer  # noqa: E402
-from musicgen.train import train  # noqa: E402
-from musicgen.tune_split import split_corpus  # noqa: E402
-from musicgen.vocab import BOS, Vocabulary  # noqa: E402
+from musicgen.music.abc import read_text_file, split_tunebook  # noqa: E402
+from musicgen.runs.checkpoint import load_for_inference  # noqa: E402
+from musicgen.runs.metrics import read_metrics  # noqa: E402
+from musicgen.training.train import train  # noqa: E402
 
 TUNEBOOK = Path(__file__).parent / "data" / "abc" / "tunebook.abc"
 TINY = ModelConfig(

@@ -1,7 +1,7 @@
-"""The transposer (`musicgen.transpose`) on real tunes: every note's MIDI pitch moves by exactly the
-interval, read back by our renderer and by abc2midi (an independent reader, its files read with
-mido); keys, accidentals and octave marks respelled; a tune leaving MIDI's range refused; and
-`musicgen render --transpose`."""
+"""The transposer (`musicgen.music.transpose`) on real tunes: every note's MIDI pitch moves by
+exactly the interval, read back by our renderer and by abc2midi (an independent reader, its files
+read with mido); keys, accidentals and octave marks respelled; a tune leaving MIDI's range refused;
+and `musicgen render --transpose`."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import mido
 import pytest
 from click.testing import CliRunner
 
-from musicgen import render
-from musicgen.abc import parse_tune, read_text_file
 from musicgen.cli import main
-from musicgen.corpus import load_corpus
+from musicgen.data.corpus import load_corpus
 from musicgen.errors import RenderError
-from musicgen.transpose import transpose_tune
+from musicgen.music import render
+from musicgen.music.abc import parse_tune, read_text_file
+from musicgen.music.transpose import transpose_tune
 
 DATA = Path(__file__).resolve().parent / "data"
 NORTHERN_LASSES = parse_tune(

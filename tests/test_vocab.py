@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from musicgen.data.vocab import BOS, EOS, PAD, UNK, Vocabulary
 from musicgen.errors import VocabularyError
-from musicgen.vocab import BOS, EOS, PAD, UNK, Vocabulary
 
 TUNE = """X:1
 T:The Kesh

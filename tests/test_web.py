@@ -20,7 +20,7 @@ from cli_checks import SMALL_RUN, default_sigint
 from click.testing import CliRunner
 
 from musicgen.cli import main
-from musicgen.corpus import default_corpus_files
+from musicgen.data.corpus import default_corpus_files
 from musicgen.web.choices import ModelChoice, model_choices
 from musicgen.web.forms import FieldError, GenerateRequest, Limits, parse_request
 from musicgen.web.worker import QueueFull, Worker
@@ -295,8 +295,8 @@ def test_generate_returns_tunes_with_every_file(client):
 
 @pytest.mark.slow
 def test_the_nearest_training_tune_is_found_with_the_shared_phrase(client, service):
-    from musicgen.abc import header_fields
-    from musicgen.novelty import body
+    from musicgen.evaluation.novelty import body
+    from musicgen.music.abc import header_fields
 
     training = service._loaded["run:tiny"].train_texts[5]
     line = body(training)[:80]
@@ -531,7 +531,7 @@ def _engraver_processes(pid: int) -> list[int]:
     return [
         child
         for child in children
-        if b"musicgen.score" in Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"musicgen.music.score" in Path(f"/proc/{child}/cmdline").read_bytes()
     ]
 
 

@@ -22,12 +22,12 @@ class LoadedModel:
 
     Attributes:
         choice: which model this is.
-        generator: a `musicgen.generate.Generator` (its compiled loops are reused by every batch).
-        known: the keys, meters and tune types of the model's training tunes
-            (`musicgen.controls.KnownHeaders`).
+        generator: a `musicgen.generation.generate.Generator` (its compiled loops are reused by
+        every batch). known: the keys, meters and tune types of the model's training tunes
+            (`musicgen.data.controls.KnownHeaders`).
         train_texts: the training tunes, for the nearest-tune search; empty when the run's corpus
             cannot be read any more.
-        index: a `musicgen.novelty.NoveltyIndex` of them, or None.
+        index: a `musicgen.evaluation.novelty.NoveltyIndex` of them, or None.
         config: the run's `RunConfig` (a `common_root` model's tunes are moved home).
     """
 
@@ -45,9 +45,9 @@ def load_choice(choice: ModelChoice, warn=print) -> LoadedModel:
     Raises:
         CheckpointError: the run cannot be loaded.
     """
-    from musicgen.checkpoint import load_for_inference
-    from musicgen.controls import known_headers
-    from musicgen.generate import Generator
+    from musicgen.data.controls import known_headers
+    from musicgen.generation.generate import Generator
+    from musicgen.runs.checkpoint import load_for_inference
 
     # The run's best checkpoint, as `musicgen generate` loads it.
     model, vocab, config = load_for_inference(choice.run_dir, warn=warn, checkpoint="best")
@@ -61,10 +61,10 @@ def load_choice(choice: ModelChoice, warn=print) -> LoadedModel:
 
 def _training_index(config, warn):
     """The run's training tunes (as `train` split them) and their novelty index."""
-    from musicgen.checks import read_written
-    from musicgen.encoded import load_encoded_corpus
+    from musicgen.data.encoded import load_encoded_corpus
     from musicgen.errors import MusicgenError
-    from musicgen.novelty import NoveltyIndex
+    from musicgen.evaluation.checks import read_written
+    from musicgen.evaluation.novelty import NoveltyIndex
 
     data = config.data
     try:
@@ -93,14 +93,14 @@ def header_seed(known, request: GenerateRequest) -> str:
     """The header the key, meter, type and title controls build, then the opening.
 
     Args:
-        known: the model's `musicgen.controls.KnownHeaders`.
+        known: the model's `musicgen.data.controls.KnownHeaders`.
         request: the checked request.
 
     Raises:
         FieldError: a value the model's training tunes never used, a clash with the opening's
             own header, or an opening of music without a key.
     """
-    from musicgen.controls import build_seed
+    from musicgen.data.controls import build_seed
 
     try:
         return build_seed(
@@ -162,9 +162,9 @@ def make_batch(loaded: LoadedModel, request: GenerateRequest, folder: Path, url:
     Raises:
         FieldError: a value the model cannot use.
     """
-    from musicgen.evaluate import check_tunes
-    from musicgen.generate import generate_at_home
-    from musicgen.output import write_tunes
+    from musicgen.evaluation.evaluate import check_tunes
+    from musicgen.generation.generate import generate_at_home
+    from musicgen.generation.output import write_tunes
 
     started = time.perf_counter()
     seed = seed_text(loaded, request)
@@ -208,7 +208,7 @@ def _scores(records, texts) -> list[dict]:
             for r in records
         ]
     try:
-        from musicgen.score import engrave
+        from musicgen.music.score import engrave
     except ImportError:
         return [{"svg": None, "reason": "sheet music is not installed"} for _ in records]
     from musicgen.files import atomic_write_text
@@ -250,8 +250,8 @@ def _tune(loaded: LoadedModel, record, score: dict, result: dict, written, url: 
 
 def _nearest(loaded: LoadedModel, text: str, written) -> dict | None:
     """The training tune sharing the longest run of body text, and that run."""
-    from musicgen.abc import header_fields
-    from musicgen.novelty import body
+    from musicgen.evaluation.novelty import body
+    from musicgen.music.abc import header_fields
 
     if loaded.index is None:
         return None

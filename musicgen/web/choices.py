@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from musicgen.errors import MusicgenError
-from musicgen.rundir import runs_under
+from musicgen.runs.rundir import runs_under
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,9 @@ class ModelChoice:
 
 
 def bundled_models() -> list[ModelChoice]:
-    """The models shipped with musicgen (`musicgen.bundled`), the default one first; offered
+    """The models shipped with musicgen (`musicgen.runs.bundled`), the default one first; offered
     before the user's runs."""
-    from musicgen.bundled import bundled_names, default_name, find_bundled
+    from musicgen.runs.bundled import bundled_names, default_name, find_bundled
 
     first = default_name()
     return [

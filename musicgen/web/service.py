@@ -91,7 +91,7 @@ class Service:
     # Requests
 
     def known(self, model_id: str):
-        """The header values a model's training tunes used (`musicgen.controls.KnownHeaders`).
+        """The header values a model's training tunes used (`musicgen.data.controls.KnownHeaders`).
 
         Raises:
             FieldError: no such model.
@@ -101,7 +101,7 @@ class Service:
             raise FieldError("model", "no such model on this server; reload the page")
         with self._known_lock:
             if model_id not in self._known:
-                from musicgen.controls import known_headers
+                from musicgen.data.controls import known_headers
 
                 self._known[model_id] = known_headers(self.choices[model_id].run_dir)
             return self._known[model_id]
