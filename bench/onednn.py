@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -26,7 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from parts import Settings, log  # noqa: E402
 from provenance import load_average, print_json  # noqa: E402
-from speed import combine_runs, load_benchmark_tunes, run_in_subprocess  # noqa: E402
+from speed import (  # noqa: E402
+    combine_runs,
+    load_benchmark_tunes,
+    run_in_subprocess,
+    write_work_dir,
+)
 
 PARTS = ("train_reference", "train_ours_default", "generate_ours_default")
 ORDER = ("1", "0", "0", "1")  # oneDNN on, off, off, on
@@ -47,9 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, dict[str, list[dict]]] = {part: {"1": [], "0": []} for part in PARTS}
     with tempfile.TemporaryDirectory(prefix="musicgen-onednn-") as work:
         work_dir = Path(work)
-        tunes_json = json.dumps([dataclasses.asdict(tune) for tune in tunes])
-        (work_dir / "tunes.json").write_text(tunes_json, encoding="utf-8")
-        (work_dir / "reference.txt").write_text(text, encoding="utf-8")
+        write_work_dir(work_dir, tunes, text)
         for _ in range(args.rounds):
             for setting in ORDER:
                 os.environ["TF_ENABLE_ONEDNN_OPTS"] = setting  # the part's process inherits it

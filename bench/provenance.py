@@ -35,6 +35,16 @@ def load_average() -> list[float] | None:
         return None
 
 
+def _installed(package: str) -> str | None:
+    """The installed version of `package` (the dependency ranges are open, so benches say it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def provenance() -> dict:
     """The commit, version and machine of this run (commit None outside a git checkout)."""
     import musicgen
@@ -46,6 +56,9 @@ def provenance() -> dict:
         "musicgen_version": musicgen.__version__,
         "musicgen_path": str(Path(musicgen.__file__).resolve().parent),
         "python": platform.python_version(),
+        "tensorflow": _installed("tensorflow"),
+        "keras": _installed("keras"),
+        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),  # musicgen sets "1" unless set
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "load_average": load_average(),

@@ -168,6 +168,14 @@ def machine_info(device: str, load_before: float) -> dict:
     }
 
 
+def write_work_dir(work_dir: Path, tunes: list, text: str) -> None:
+    """What every part reads (`parts.read_tunes`, `parts.read_reference_text`): the tunes for
+    musicgen's side and the reference's one text."""
+    tunes_json = json.dumps([dataclasses.asdict(tune) for tune in tunes])
+    (work_dir / "tunes.json").write_text(tunes_json, encoding="utf-8")
+    (work_dir / "reference.txt").write_text(text, encoding="utf-8")
+
+
 def run_all(settings: Settings, quick: bool) -> dict:
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
@@ -185,9 +193,7 @@ def run_all(settings: Settings, quick: bool) -> dict:
     runs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="musicgen-bench-") as work:
         work_dir = Path(work)
-        tunes_json = json.dumps([dataclasses.asdict(tune) for tune in tunes])
-        (work_dir / "tunes.json").write_text(tunes_json, encoding="utf-8")
-        (work_dir / "reference.txt").write_text(text, encoding="utf-8")
+        write_work_dir(work_dir, tunes, text)
         for part in schedule(settings.rounds):
             runs.setdefault(part, []).append(run_in_subprocess(part, work_dir, quick))
     return {

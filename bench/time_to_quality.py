@@ -360,38 +360,13 @@ def run(settings: Settings, work_dir: Path) -> dict:
     inputs = Inputs((), "", tuple(t.text for t in train), tuple(validation_texts))
     judged_ours = judged(evaluate_texts(our_texts, inputs))
     judged_reference = judged(evaluate_texts(ref_texts, inputs))
-    return report(
-        settings,
-        tunes,
-        train,
-        validation,
-        ours,
-        reference,
-        our_curve,
-        ref_curve,
-        ref_unknown,
-        judged_ours,
-        judged_reference,
-        sample,
-        (load_before, load_after),
-    )
+    return report(settings, tunes, train, validation, ours, reference, our_curve, ref_curve,
+                  ref_unknown, judged_ours, judged_reference, sample,
+                  (load_before, load_after))  # fmt: skip
 
 
-def report(
-    settings,
-    tunes,
-    train,
-    validation,
-    ours,
-    reference,
-    our_curve,
-    ref_curve,
-    ref_unknown,
-    judged_ours,
-    judged_reference,
-    sample,
-    loads,
-) -> dict:
+def report(settings, tunes, train, validation, ours, reference, our_curve, ref_curve,
+           ref_unknown, judged_ours, judged_reference, sample, loads) -> dict:
     from importlib.metadata import version
 
     from musicgen.config import RunConfig

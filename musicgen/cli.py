@@ -21,6 +21,7 @@ from musicgen import __version__
 from musicgen.cli_options import (
     OPTION_OF_FIELD,
     checkpoint_option,
+    option_group,
     run_dir_option,
     sampling_options,
     train_config,
@@ -47,6 +48,25 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+
+
+def file_options(no_audio_help: str):
+    """The options `generate` and `render` share: what each tune is written as, and over what."""
+    options = (
+        click.option(
+            "--soundfont",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="A General MIDI .sf2 for the WAV files. Default: the one pretty_midi ships.",
+        ),
+        click.option("--no-audio", is_flag=True, help=no_audio_help),
+        click.option("--no-score", is_flag=True, help="Do not write the sheet music (.svg)."),
+        click.option(
+            "--force", is_flag=True,
+            help="Overwrite files of the same name (default: add -2, -3...).",
+        ),
+    )  # fmt: skip
+    return option_group(options)
 
 
 def _raise_interrupted(signum, frame):
@@ -278,17 +298,7 @@ def _say(message: str) -> None:
     help="Folder for the .abc, .mid, .wav and .svg files.",
 )
 @sampling_options
-@click.option(
-    "--soundfont",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="A General MIDI .sf2 for the WAV files. Default: the one pretty_midi ships.",
-)
-@click.option("--no-audio", is_flag=True, help="Write .abc and .mid only.")
-@click.option("--no-score", is_flag=True, help="Do not write the sheet music (.svg).")
-@click.option(
-    "--force", is_flag=True, help="Overwrite files of the same name (default: add -2, -3...)."
-)
+@file_options("Write .abc and .mid only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per tune.")
 @click.option(
     "--attention",
@@ -396,17 +406,7 @@ def _report_tunes(texts, out, soundfont, no_audio, as_json, elapsed, force=False
     default=None,
     help="Folder for the .mid and .wav files. Default: beside the ABC file.",
 )
-@click.option(
-    "--soundfont",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="A General MIDI .sf2 for the WAV file.",
-)
-@click.option("--no-audio", is_flag=True, help="Write .mid only.")
-@click.option("--no-score", is_flag=True, help="Do not write the sheet music (.svg).")
-@click.option(
-    "--force", is_flag=True, help="Overwrite files of the same name (default: add -2, -3...)."
-)
+@file_options("Write .mid only.")
 @click.option(
     "--transpose",
     type=click.IntRange(-48, 48),

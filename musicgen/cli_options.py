@@ -10,6 +10,7 @@ is one declaration per option, with the help text --help shows.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -54,6 +55,12 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+def _setting(flag: str, kind: click.ParamType, help: str):
+    """An option that sets one config field; with no default of its own (None), so the run's
+    config (the defaults, config.json on --resume, the parent's with --init) decides."""
+    return click.option(flag, type=kind, default=None, help=help)
+
+
 def _pick(value, default):
     return default if value is None else value
 
@@ -68,12 +75,8 @@ _TRAIN_OPTIONS = (
         help="An .abc, .mid or .midi file, or a folder searched for them (repeatable). "
         "Default: the bundled corpus.",
     ),
-    click.option(
-        "--run-dir",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Where checkpoints, config and logs go. Default: checkpoints/run-DATE-TIME.",
-    ),
+    _setting("--run-dir", click.Path(path_type=Path),
+             "Where checkpoints, config and logs go. Default: checkpoints/run-DATE-TIME."),
     click.option(
         "--model",
         "kind",
@@ -81,26 +84,14 @@ _TRAIN_OPTIONS = (
         default=None,
         help="Model family.  [default: lstm]",
     ),
-    click.option(
-        "--steps",
-        type=click.IntRange(1, MAX_STEPS),
-        default=None,
-        help=f"Total training steps.  [default: {TrainConfig.steps}; with --init, "
-        f"{FINETUNE_CHARACTERS:,} characters' worth]",
-    ),
-    click.option(
-        "--batch-size",
-        type=click.IntRange(1, MAX_BATCH),
-        default=None,
-        help=f"Windows (with --whole-tunes: tunes) per step.  [default: {TrainConfig.batch_size}]",
-    ),
-    click.option(
-        "--seq-length",
-        type=click.IntRange(2, MAX_WINDOW),
-        default=None,
-        help=f"Characters per window.  [default: {DataConfig.seq_length}; a Transformer: its "
-        "--context]",
-    ),
+    _setting("--steps", click.IntRange(1, MAX_STEPS),
+             f"Total training steps.  [default: {TrainConfig.steps}; with --init, "
+             f"{FINETUNE_CHARACTERS:,} characters' worth]"),
+    _setting("--batch-size", click.IntRange(1, MAX_BATCH),
+             f"Windows (with --whole-tunes: tunes) per step.  [default: {TrainConfig.batch_size}]"),
+    _setting("--seq-length", click.IntRange(2, MAX_WINDOW),
+             f"Characters per window.  [default: {DataConfig.seq_length}; a Transformer: its "
+             "--context]"),
     click.option(
         "--augment-transpose",
         "transpose",
@@ -125,96 +116,40 @@ _TRAIN_OPTIONS = (
         "root or to keys the corpus plays in. Or train on the tunes in their own keys.  [default: "
         f"{'--common-root' if DataConfig.common_root else '--own-keys'}]",
     ),
-    click.option(
-        "--length-buckets",
-        type=click.IntRange(1, MAX_LENGTH_BUCKETS),
-        default=None,
-        help="With --whole-tunes: batch tunes of similar length into this many window widths (1: "
-        f"every window --seq-length wide).  [default: {DataConfig.length_buckets}]",
-    ),
-    click.option(
-        "--learning-rate",
-        type=FiniteFloat(0, 1e38, min_open=True),
-        default=None,
-        help=f"Peak learning rate.  [default: {TrainConfig.learning_rate}; with --init, "
-        f"{FINETUNE_LEARNING_RATE}]",
-    ),
-    click.option(
-        "--embedding-dim",
-        type=click.IntRange(1, MAX_WIDTH),
-        default=None,
-        help=f"Character embedding size.  [default: {ModelConfig.embedding_dim}]",
-    ),
-    click.option(
-        "--units",
-        type=click.IntRange(1, MAX_WIDTH),
-        default=None,
-        help=f"LSTM units per layer.  [default: {ModelConfig.units}]",
-    ),
-    click.option(
-        "--layers",
-        type=click.IntRange(1, MAX_LAYERS),
-        default=None,
-        help=f"LSTM or Transformer layers.  [default: {ModelConfig.layers} (LSTM), "
-        f"{TRANSFORMER_LAYERS} (Transformer)]",
-    ),
-    click.option(
-        "--d-model",
-        type=click.IntRange(2, MAX_WIDTH),
-        default=None,
-        help=f"Transformer width (even, a multiple of --heads).  [default: {ModelConfig.d_model}]",
-    ),
-    click.option(
-        "--heads",
-        type=click.IntRange(1, 256),
-        default=None,
-        help=f"Transformer attention heads.  [default: {ModelConfig.heads}]",
-    ),
-    click.option(
-        "--ff-dim",
-        type=click.IntRange(1, 4 * MAX_WIDTH),
-        default=None,
-        help=f"Transformer feed-forward size.  [default: {ModelConfig.ff_dim}]",
-    ),
-    click.option(
-        "--context",
-        type=click.IntRange(2, MAX_WINDOW),
-        default=None,
-        help="Characters a Transformer attends over; also its training window unless --seq-length "
-        f"is given.  [default: {ModelConfig.context}]",
-    ),
-    click.option(
-        "--bar-clock",
-        type=click.IntRange(0, MAX_BAR_CLOCK),
-        default=None,
-        help="LSTM: also give the model, at every character, the bars since the last section "
-        "mark (:|, |:, ||, |]), counted up to this number less one; 0 turns it off.  [default: "
-        f"{LSTM_BAR_CLOCK} (LSTM), 0 (Transformer)]",
-    ),
-    click.option(
-        "--dropout",
-        type=FiniteFloat(0, 0.95),
-        default=None,
-        help=f"Dropout between layers.  [default: {ModelConfig.dropout}]",
-    ),
-    click.option(
-        "--eval-every",
-        type=click.IntRange(1, MAX_STEPS),
-        default=None,
-        help=f"Steps between validation runs.  [default: {TrainConfig.eval_every}]",
-    ),
-    click.option(
-        "--checkpoint-every",
-        type=click.IntRange(1, MAX_STEPS),
-        default=None,
-        help=f"Steps between checkpoints.  [default: {TrainConfig.checkpoint_every}]",
-    ),
-    click.option(
-        "--random-seed",
-        type=click.IntRange(0, MAX_TRAIN_SEED),
-        default=None,
-        help=f"Seed for weights, batches and dropout.  [default: {TrainConfig.random_seed}]",
-    ),
+    _setting("--length-buckets", click.IntRange(1, MAX_LENGTH_BUCKETS),
+             "With --whole-tunes: batch tunes of similar length into this many window widths (1: "
+             f"every window --seq-length wide).  [default: {DataConfig.length_buckets}]"),
+    _setting("--learning-rate", FiniteFloat(0, 1e38, min_open=True),
+             f"Peak learning rate.  [default: {TrainConfig.learning_rate}; with --init, "
+             f"{FINETUNE_LEARNING_RATE}]"),
+    _setting("--embedding-dim", click.IntRange(1, MAX_WIDTH),
+             f"Character embedding size.  [default: {ModelConfig.embedding_dim}]"),
+    _setting("--units", click.IntRange(1, MAX_WIDTH),
+             f"LSTM units per layer.  [default: {ModelConfig.units}]"),
+    _setting("--layers", click.IntRange(1, MAX_LAYERS),
+             f"LSTM or Transformer layers.  [default: {ModelConfig.layers} (LSTM), "
+             f"{TRANSFORMER_LAYERS} (Transformer)]"),
+    _setting("--d-model", click.IntRange(2, MAX_WIDTH),
+             f"Transformer width (even, a multiple of --heads).  [default: {ModelConfig.d_model}]"),
+    _setting("--heads", click.IntRange(1, 256),
+             f"Transformer attention heads.  [default: {ModelConfig.heads}]"),
+    _setting("--ff-dim", click.IntRange(1, 4 * MAX_WIDTH),
+             f"Transformer feed-forward size.  [default: {ModelConfig.ff_dim}]"),
+    _setting("--context", click.IntRange(2, MAX_WINDOW),
+             "Characters a Transformer attends over; also its training window unless --seq-length "
+             f"is given.  [default: {ModelConfig.context}]"),
+    _setting("--bar-clock", click.IntRange(0, MAX_BAR_CLOCK),
+             "LSTM: also give the model, at every character, the bars since the last section "
+             "mark (:|, |:, ||, |]), counted up to this number less one; 0 turns it off.  "
+             f"[default: {LSTM_BAR_CLOCK} (LSTM), 0 (Transformer)]"),
+    _setting("--dropout", FiniteFloat(0, 0.95),
+             f"Dropout between layers.  [default: {ModelConfig.dropout}]"),
+    _setting("--eval-every", click.IntRange(1, MAX_STEPS),
+             f"Steps between validation runs.  [default: {TrainConfig.eval_every}]"),
+    _setting("--checkpoint-every", click.IntRange(1, MAX_STEPS),
+             f"Steps between checkpoints.  [default: {TrainConfig.checkpoint_every}]"),
+    _setting("--random-seed", click.IntRange(0, MAX_TRAIN_SEED),
+             f"Seed for weights, batches and dropout.  [default: {TrainConfig.random_seed}]"),
     click.option(
         "--mixed-precision",
         is_flag=True,
@@ -243,20 +178,12 @@ _TRAIN_OPTIONS = (
         help="Read the corpus files again instead of using (or storing) the encoded corpus kept in "
         "$MUSICGEN_CACHE_DIR (default ~/.cache/musicgen/corpus) from an earlier run.",
     ),
-    click.option(
-        "--patience",
-        type=click.IntRange(0, MAX_STEPS),
-        default=None,
-        help="Stop when this many validations in a row have not beaten the best one (0: never).  "
-        f"[default: {TrainConfig.patience}]",
-    ),
-    click.option(
-        "--valid-sample",
-        type=click.IntRange(0, MAX_VALID_SAMPLE),
-        default=None,
-        help="Tunes sampled at each validation to record the share that pass every check (0: "
-        f"none).  [default: {TrainConfig.valid_sample}]",
-    ),
+    _setting("--patience", click.IntRange(0, MAX_STEPS),
+             "Stop when this many validations in a row have not beaten the best one (0: never).  "
+             f"[default: {TrainConfig.patience}]"),
+    _setting("--valid-sample", click.IntRange(0, MAX_VALID_SAMPLE),
+             "Tunes sampled at each validation to record the share that pass every check (0: "
+             f"none).  [default: {TrainConfig.valid_sample}]"),
     click.option(
         "--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint."
     ),
@@ -275,11 +202,18 @@ _TRAIN_OPTIONS = (
 )
 
 
-def train_options(command):
-    """Declares `musicgen train`'s options on `command`."""
-    for option in reversed(_TRAIN_OPTIONS):
-        command = option(command)
-    return command
+def option_group(options: tuple) -> Callable:
+    """One decorator that declares `options` on a command, listed by --help in this order."""
+
+    def declare(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return declare
+
+
+train_options = option_group(_TRAIN_OPTIONS)  # `musicgen train`'s options
 
 
 def train_config(run_dir: Path, resume: bool, data_paths, options: dict, parent=None):
@@ -470,8 +404,4 @@ SAMPLING_OPTIONS = (
 )
 
 
-def sampling_options(command):
-    """Declares the sampling settings on `command` (`generate`, `evaluate`)."""
-    for option in reversed(SAMPLING_OPTIONS):
-        command = option(command)
-    return command
+sampling_options = option_group(SAMPLING_OPTIONS)  # the sampling settings of generate, evaluate

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from musicgen.errors import CheckpointError, ConfigError
+from musicgen.files import atomic_write_text, read_run_file
 
 CONFIG_VERSION = 1
 MODEL_KINDS = ("lstm", "transformer")
@@ -340,17 +341,11 @@ class RunConfig:
         return config
 
     def save(self, path: Path) -> None:
-        from musicgen.files import atomic_write_text
-
         atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: missing; is this a musicgen run directory?") from None
-        return cls.from_json(text, source=str(path))
+        return cls.from_json(read_run_file(path, CheckpointError), source=str(path))
 
 
 def stream_recipe(kind: str = "lstm") -> RunConfig:

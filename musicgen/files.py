@@ -52,6 +52,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_run_file(path: Path, error: type[Exception]) -> str:
+    """The text of one of a run directory's JSON files; a missing one raises `error` in one line."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: missing; is this a musicgen run directory?") from None
+
+
 def safe_stem(title: str, fallback: str = "tune") -> str:
     """Turns a tune title into a file-name stem that cannot leave its folder.
 

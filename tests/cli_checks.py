@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -21,9 +22,18 @@ MICRO_RUN = ["--embedding-dim", "4", "--units", "8", "--layers", "1", "--batch-s
 MICRO_RUN += ["--seq-length", "32"]
 SMALL_RUN = ["--embedding-dim", "8", "--units", "32", "--layers", "1", "--batch-size", "8"]
 SMALL_RUN += ["--seq-length", "64"]
+TINY_RUN = [*SMALL_RUN, "--eval-every", "20", "--checkpoint-every", "20"]
 
 # What `musicgen train` prints before it can fail: the corpus summary and the cache line.
 CORPUS_LINES = ("read ", "used the cached", "skipped ")
+
+
+def train_tiny(data: Path, run: Path, steps: int):
+    """`musicgen train` of a TINY_RUN model on `data` into `run`; asserts that it succeeded and
+    returns click's result (its stderr holds what train said)."""
+    result = invoke("train", "--data", data, "--run-dir", run, "--steps", steps, *TINY_RUN)
+    assert result.exit_code == 0, result.output + result.stderr
+    return result
 
 
 def one_line_error(result, *fragments: str, after: tuple[str, ...] = CORPUS_LINES) -> str:

@@ -39,3 +39,11 @@ def no_bundled_model(monkeypatch):
     what `generate` does without a run must not depend on whether the package ships weights. The
     tests of a shipped model delete the variable themselves."""
     monkeypatch.setenv("MUSICGEN_BUNDLED_DIR", "")
+
+
+@pytest.fixture(scope="session")
+def oneills_file():
+    """O'Neill's tunes 1 to 50 (music21's corpus), as the default corpus lists the file."""
+    from musicgen.data.corpus import default_corpus_files
+
+    return next(p for label, p in default_corpus_files() if "oneills1850/0001-0050" in label)

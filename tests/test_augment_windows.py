@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from run_checks import read_checkpoint  # noqa: E402
 
 from musicgen.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from musicgen.data.augment import augment_tunes, parse_shifts  # noqa: E402
@@ -293,15 +294,6 @@ TINY = RunConfig(
         eval_batches=2, checkpoint_every=12, random_seed=11,
     ),
 )  # fmt: skip
-
-
-def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
-    """Every tensor in a checkpoint but the save counter and the object graph (which names the
-    objects of the process that wrote it)."""
-    reader = tf.train.load_checkpoint(prefix)
-    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/")
-    names = reader.get_variable_to_shape_map()
-    return {name: reader.get_tensor(name) for name in names if not name.startswith(skip)}
 
 
 @pytest.mark.slow

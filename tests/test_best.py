@@ -19,6 +19,7 @@ from click.testing import CliRunner
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
+from run_checks import read_checkpoint  # noqa: E402
 from tensorflow.core.util import event_pb2  # noqa: E402
 
 import musicgen.training.train as train_module  # noqa: E402
@@ -91,14 +92,7 @@ def validations(run_dir: Path) -> list[dict]:
 
 
 def tensors(prefix: str, part: str = "model_weights/") -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(prefix)
-    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/")  # how often this process saved
-    names = [
-        n
-        for n in reader.get_variable_to_shape_map()
-        if n.startswith(part) and not n.startswith(skip)
-    ]
-    return {name: reader.get_tensor(name) for name in names}
+    return read_checkpoint(prefix, part)
 
 
 def assert_same(got: dict, expected: dict) -> None:

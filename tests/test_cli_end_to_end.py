@@ -8,29 +8,20 @@ from pathlib import Path
 import mido
 import pretty_midi
 import pytest
-from cli_checks import SMALL_RUN
+from cli_checks import train_tiny
 from click.testing import CliRunner
 
 from musicgen.cli import main
-from musicgen.data.corpus import default_corpus_files, load_corpus
+from musicgen.data.corpus import load_corpus
 from musicgen.music.abc import read_text_file, split_tunebook
 
 pytestmark = pytest.mark.slow
-
-TINY = [*SMALL_RUN, "--eval-every", "20", "--checkpoint-every", "20"]
-
-
-@pytest.fixture(scope="module")
-def oneills_file() -> Path:
-    return next(p for label, p in default_corpus_files() if "oneills1850/0001-0050" in label)
 
 
 @pytest.fixture(scope="module")
 def run_dir(oneills_file, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    args = ["train", "--data", str(oneills_file), "--run-dir", str(run), "--steps", "40", *TINY]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output + result.stderr
+    result = train_tiny(oneills_file, run, 40)
     # The count train reports is the count the corpus reader keeps from that tunebook.
     tunes, _ = load_corpus([oneills_file])
     assert re.search(r"\bkept (\d+)\b", result.stderr).group(1) == str(len(tunes))

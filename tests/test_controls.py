@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import pytest
-from cli_checks import SMALL_RUN
+from cli_checks import train_tiny
 from click.testing import CliRunner
 
 from musicgen.cli import main
@@ -22,7 +22,6 @@ from musicgen.generation.output import write_tunes
 from musicgen.music.abc import header_fields, read_text_file, split_tunebook
 from musicgen.music.score import count_notes
 
-TINY = [*SMALL_RUN, "--eval-every", "20", "--checkpoint-every", "20"]
 # Our renderer plays its one note; verovio reads the "X" that starts the music as a field.
 PLAYS_BUT_DOES_NOT_ENGRAVE = "X:2\nT:Odd\nK:D\nX|A|\n"
 
@@ -161,9 +160,7 @@ def test_render_says_when_a_tune_has_no_score(tmp_path):
 @pytest.fixture(scope="module")
 def jig_run(jigs_file, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "jigs"
-    args = ["train", "--data", str(jigs_file), "--run-dir", str(run), "--steps", "20", *TINY]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output + result.stderr
+    train_tiny(jigs_file, run, 20)
     return run
 
 

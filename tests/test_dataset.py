@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from run_checks import tunes_from  # noqa: E402
 
 from musicgen.data.corpus import music21_corpus_folder
 from musicgen.data.dataset import make_dataset  # noqa: E402
@@ -16,14 +17,9 @@ from musicgen.data.split import split_tunes  # noqa: E402
 from musicgen.data.tune_split import encode_stream, tune_start_positions  # noqa: E402
 from musicgen.data.vocab import BOS, EOS, Vocabulary  # noqa: E402
 from musicgen.errors import CorpusError  # noqa: E402
-from musicgen.music.abc import Tune, read_text_file, split_tunebook  # noqa: E402
+from musicgen.music.abc import Tune  # noqa: E402
 
 ONEILLS = music21_corpus_folder() / "oneills1850"
-
-
-def tunes_from(path: Path) -> list[Tune]:
-    """The tunes of a real tunebook, through the real ingestion code."""
-    return split_tunebook(read_text_file(path), path.name)[0]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
+from run_checks import read_checkpoint  # noqa: E402
 
 import musicgen.training.steps as steps_module  # noqa: E402
 import musicgen.training.train as train_module  # noqa: E402
@@ -52,17 +53,6 @@ TINY += ["--learning-rate", "0.03", "--random-seed", "7", "--data", str(TUNEBOOK
 
 def train_args(run_dir: Path, *extra: str, steps: int = STEPS) -> list[str]:
     return ["train", "--run-dir", str(run_dir), "--steps", str(steps), *TINY, *extra]
-
-
-def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
-    """Every tensor in a checkpoint but the save counter, read by TensorFlow's plain reader."""
-    reader = tf.train.load_checkpoint(prefix)
-    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/")
-    return {
-        name: reader.get_tensor(name)
-        for name in reader.get_variable_to_shape_map()
-        if not name.startswith(skip)
-    }
 
 
 def assert_same_checkpoint(prefix: str, reference: str) -> None:

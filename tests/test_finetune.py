@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 from cli_checks import invoke, one_line_error  # noqa: E402
+from run_checks import read_checkpoint  # noqa: E402
 
 import musicgen.training.train as train_module  # noqa: E402
 from musicgen.config import (  # noqa: E402
@@ -71,13 +72,6 @@ def child_config(steps: int, parent: str = f"bundled:{NAME}") -> RunConfig:
         ),  # fmt: skip
         init=InitConfig(parent),
     )
-
-
-def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(prefix)
-    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/")
-    names = reader.get_variable_to_shape_map()
-    return {name: reader.get_tensor(name) for name in names if not name.startswith(skip)}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import matplotlib.image  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from run_checks import read_checkpoint, tunes_from  # noqa: E402
 from tensorflow.core.util import event_pb2  # noqa: E402
 
 import musicgen.training.train as train_module  # noqa: E402
@@ -25,18 +25,13 @@ from musicgen.data.corpus import music21_corpus_folder
 from musicgen.data.tune_split import split_corpus  # noqa: E402
 from musicgen.data.vocab import PAD  # noqa: E402
 from musicgen.errors import CheckpointError, CorpusError, VocabularyError  # noqa: E402
-from musicgen.music.abc import Tune, read_text_file, split_tunebook  # noqa: E402
+from musicgen.music.abc import Tune  # noqa: E402
 from musicgen.runs.checkpoint import load_for_inference  # noqa: E402
 from musicgen.training.steps import learning_rate_schedule, loss_sum, make_optimizer, train_step  # noqa: E402
 from musicgen.training.train import train  # noqa: E402
 
 TUNEBOOK = music21_corpus_folder() / "oneills1850/0001-0050.abc"
 STEPS = 60
-
-
-def tunes_from(path: Path) -> list[Tune]:
-    """The tunes of a real tunebook, through the real ingestion code."""
-    return split_tunebook(read_text_file(path), path.name)[0]
 
 
 TINY = RunConfig(
@@ -74,17 +69,6 @@ def trained(tunes, tmp_path_factory):
         TINY, corpus, run_dir, corpus_summary=summary, progress=False, log=messages.append
     )
     return result, run_dir, messages
-
-
-def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
-    """Every tensor in a checkpoint but the save counter, read by TensorFlow's plain reader."""
-    reader = tf.train.load_checkpoint(prefix)
-    skip = ("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter/")
-    return {
-        name: reader.get_tensor(name)
-        for name in reader.get_variable_to_shape_map()
-        if not name.startswith(skip)
-    }
 
 
 @pytest.mark.slow

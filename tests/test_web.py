@@ -16,16 +16,14 @@ from pathlib import Path
 
 import mido
 import pytest
-from cli_checks import SMALL_RUN, default_sigint
+from cli_checks import default_sigint, train_tiny
 from click.testing import CliRunner
 
 from musicgen.cli import main
-from musicgen.data.corpus import default_corpus_files
 from musicgen.web.choices import ModelChoice, model_choices
 from musicgen.web.forms import FieldError, GenerateRequest, Limits, parse_request
 from musicgen.web.worker import QueueFull, Worker
 
-TINY = [*SMALL_RUN, "--eval-every", "20", "--checkpoint-every", "20"]
 # Eight real bars (The Kesh, a jig) for the tiny model to continue: its own notes are few and
 # poor, so this keeps each tune long enough to be heard.
 OPENING = "|:G3 GAB|A3 ABd|edd gdd|edB dBA|G3 GAB|A3 ABd|edd gdB|AGF G3:|"
@@ -35,15 +33,12 @@ _TRAINED: dict[str, Path] = {}  # the browser tests import this fixture: train o
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
+def tiny_run(oneills_file, tmp_path_factory) -> Path:
     """A one-layer LSTM trained for 40 steps on 50 O'Neill tunes (about 15 s)."""
     if "tiny" in _TRAINED:
         return _TRAINED["tiny"]
-    oneills = next(p for label, p in default_corpus_files() if "oneills1850/0001-0050" in label)
     run = tmp_path_factory.mktemp("web-runs") / "tiny"
-    args = ["train", "--data", str(oneills), "--run-dir", str(run), "--steps", "40", *TINY]
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output + result.stderr
+    train_tiny(oneills_file, run, 40)
     _TRAINED["tiny"] = run
     return run
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from musicgen.errors import VocabularyError
+from musicgen.files import atomic_write_text, read_run_file
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -101,14 +102,8 @@ class Vocabulary:
             raise VocabularyError(f"{source}: not a musicgen vocabulary ({exc})") from None
 
     def save(self, path: Path) -> None:
-        from musicgen.files import atomic_write_text
-
         atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise VocabularyError(f"{path}: missing; is this a musicgen run directory?") from None
-        return cls.from_json(text, source=str(path))
+        return cls.from_json(read_run_file(path, VocabularyError), source=str(path))

@@ -140,15 +140,7 @@ def _header_value(raw: Mapping, field: str) -> str:
 
 
 def _integer(raw: Mapping, field: str, default: int, lowest: int, highest: int) -> int:
-    value = raw.get(field, default)
-    if isinstance(value, str):
-        value = value.strip()
-        if value == "":
-            return default
-        try:
-            value = int(value, 10)
-        except ValueError:
-            raise FieldError(field, "expected a whole number") from None
+    value = _field_value(raw, field, default, lambda text: int(text, 10), "a whole number")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -159,17 +151,24 @@ def _integer(raw: Mapping, field: str, default: int, lowest: int, highest: int) 
 
 
 def _number(raw: Mapping, field: str, default: float, lowest: float, highest: float) -> float:
-    value = raw.get(field, default)
-    if isinstance(value, str):
-        value = value.strip()
-        if value == "":
-            return default
-        try:
-            value = float(value)
-        except ValueError:
-            raise FieldError(field, "expected a number") from None
+    value = _field_value(raw, field, default, float, "a number")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise FieldError(field, "expected a number")
     if not lowest <= value <= highest:
         raise FieldError(field, f"must be between {lowest:g} and {highest:g}, got {value:g}")
     return float(value)
+
+
+def _field_value(raw: Mapping, field: str, default, parse, expected: str):
+    """The field as sent: a JSON value as it is, text parsed (blank: `default`), or, when the field
+    is absent, `default`."""
+    value = raw.get(field, default)
+    if not isinstance(value, str):
+        return value
+    value = value.strip()
+    if value == "":
+        return default
+    try:
+        return parse(value)
+    except ValueError:
+        raise FieldError(field, f"expected {expected}") from None
