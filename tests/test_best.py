@@ -54,8 +54,8 @@ RISING = RunConfig(
     train=TrainConfig(
         steps=STEPS,
         batch_size=16,
-        # Too high: validation rises after its minimum (at step 60 with TensorFlow 2.21; 1.0, which
-        # rose in this suite's earlier environment, now falls to the end).
+        # Too high: validation rises after its minimum (at step 70 with TensorFlow 2.21 and oneDNN,
+        # 60 without; 1.0, which rose in this suite's earlier environment, now falls to the end).
         learning_rate=0.5,
         warmup_steps=5,
         eval_every=10,
@@ -185,15 +185,15 @@ def test_a_missing_or_damaged_best_checkpoint_gives_the_last_one(rising, tmp_pat
 
 @pytest.mark.slow
 def test_the_rotation_of_the_last_checkpoints_never_takes_the_best(rising, tunes, tmp_path):
-    """keep 3 of a checkpoint every 5 steps: the best step's own checkpoint is long gone."""
+    """keep 2 of a checkpoint every 5 steps: the best step's own checkpoint is long gone."""
     result, _ = rising
-    config = with_train(RISING, checkpoint_every=5, keep_checkpoints=3, steps=STEPS)
+    config = with_train(RISING, checkpoint_every=5, keep_checkpoints=2, steps=STEPS)
     run_dir = tmp_path / "rotated"
     rotated = train(config, split_corpus(tunes, config.data),
                     run_dir, progress=False, log=lambda m: None)
     kept = sorted(int(p.stem.split("-")[1]) for p in (run_dir / "ckpt").glob("*.index"))
-    assert kept == [70, 75, 80]
-    assert rotated.best_step == result.best_step < 70
+    assert kept == [75, 80]
+    assert rotated.best_step == result.best_step < 75
     assert (run_dir / "best" / f"ckpt-{result.best_step}.index").exists()
     assert_same(tensors(rotated.best_checkpoint), tensors(result.best_checkpoint))
 
