@@ -47,3 +47,14 @@ def oneills_file():
     from musicgen.data.corpus import default_corpus_files
 
     return next(p for label, p in default_corpus_files() if "oneills1850/0001-0050" in label)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """A test that uses a `run_checks.training_fixture` trains a model: it is slow, like a test
+    marked so itself (before `-m` selects)."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info else ()
+        if any(getattr(d.func, "trains_a_model", False) for ds in definitions for d in ds):
+            item.add_marker(pytest.mark.slow)

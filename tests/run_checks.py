@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from musicgen.music.abc import Tune, read_text_file, split_tunebook
 
@@ -28,3 +29,14 @@ def read_checkpoint(prefix: str, part: str = "") -> dict[str, np.ndarray]:
         for name in names
         if name.startswith(part) and not name.startswith(skip)
     }
+
+
+def training_fixture(*args, **kwargs):
+    """`pytest.fixture` for a fixture that trains a model. conftest marks every test that uses it,
+    directly or through another fixture, as slow: `pytest -m "not slow"` trains nothing."""
+
+    def declare(function):
+        function.trains_a_model = True
+        return pytest.fixture(*args, **kwargs)(function)
+
+    return declare

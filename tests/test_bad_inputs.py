@@ -14,6 +14,7 @@ from cli_checks import MICRO_RUN, one_line_error
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from run_checks import training_fixture
 
 from musicgen.cli import main
 from musicgen.data.corpus import load_corpus, music21_corpus_folder
@@ -118,6 +119,7 @@ def mixed_folder(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_bad_files_and_tunes_among_good_ones_are_skipped_and_counted(mixed_folder, tmp_path):
     result = train_on(tmp_path, mixed_folder)
     assert result.exit_code == 0, result.stderr
@@ -173,7 +175,7 @@ def test_unterminated_fields_parse_without_crashing():
 # --- a run directory that is incomplete, from another version, or does not fit its weights -------
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A real (tiny, one-step) run trained through the CLI on O'Neill's first 50 tunes."""
     root = tmp_path_factory.mktemp("bad-inputs")

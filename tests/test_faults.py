@@ -24,7 +24,7 @@ from click.testing import CliRunner
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
-from run_checks import read_checkpoint  # noqa: E402
+from run_checks import read_checkpoint, training_fixture  # noqa: E402
 
 import musicgen.training.steps as steps_module  # noqa: E402
 import musicgen.training.train as train_module  # noqa: E402
@@ -66,7 +66,7 @@ def step_of(prefix: str | None) -> int | None:
     return None if prefix is None else int(prefix.rsplit("-", 1)[1])
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """An undisturbed run of STEPS steps through the CLI: checkpoints 60, 70 and 80 are kept."""
     run_dir = tmp_path_factory.mktemp("faults") / "reference"
@@ -552,6 +552,7 @@ def test_nan_weights_are_never_checkpointed(tunes, tmp_path, monkeypatch):
     assert checkpoint_candidates(run_dir) == []
 
 
+@pytest.mark.slow
 def test_an_absurd_learning_rate_stops_with_one_line_and_no_nan_checkpoint(tmp_path):
     run_dir = tmp_path / "diverged"
     args = train_args(run_dir, "--learning-rate", "1e38", "--checkpoint-every", "1", steps=30)

@@ -401,6 +401,7 @@ def test_evaluate_finds_the_runs_validation_tunes(tmp_path, tiled_folder):
     assert list(inputs.train_texts) == list(corpus.texts("train"))
 
 
+@pytest.mark.slow
 def test_a_bad_file_among_good_ones_is_skipped_and_counted_by_the_cli(mixed_folder, tmp_path):
     result = train_cli(
         "--data",

@@ -20,6 +20,7 @@ import mido
 import pytest
 from cli_checks import MICRO_RUN, default_sigint, one_line_error
 from click.testing import CliRunner
+from run_checks import training_fixture
 
 from musicgen.cli import main
 from musicgen.data.corpus import default_corpus_files
@@ -39,7 +40,7 @@ def train(tunes_file: Path, run_dir: Path, *extra: str):
     return CliRunner().invoke(main, args)
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def run_dir(tunes_file, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("misuse") / "run"
     result = train(tunes_file, run)
@@ -82,6 +83,7 @@ def test_1_train_takes_a_new_or_empty_folder_or_its_own_leftovers(tunes_file, tm
     assert (leftovers / "ckpt").is_dir()
 
 
+@pytest.mark.slow
 def test_2_a_second_train_into_a_run_dir_in_use_names_the_other_process(tunes_file, tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen(
@@ -110,6 +112,7 @@ with RunLock(Path(sys.argv[1])):
 """
 
 
+@pytest.mark.slow
 def test_2_the_lock_is_held_for_the_whole_run_and_released_after(tunes_file, tmp_path, monkeypatch):
     run = tmp_path / "run"
     seen = []
@@ -298,6 +301,7 @@ def test_11_a_batch_past_any_machine_is_one_line(tunes_file, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_12_symlink_loops_in_data_are_skipped_and_alone_are_one_line(tunes_file, tmp_path):
     folder = tmp_path / "tunes"
     folder.mkdir()

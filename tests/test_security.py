@@ -18,6 +18,7 @@ from cli_checks import MICRO_RUN
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from run_checks import training_fixture
 
 import musicgen
 from musicgen.cli import main
@@ -133,7 +134,7 @@ def test_render_keeps_existing_files_unless_force(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["books"]  # nothing escaped the folder
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("security")
     args = ["train", "--run-dir", str(root / "run"), "--data", str(ONEILLS), *TINY]

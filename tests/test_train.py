@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import matplotlib.image  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from run_checks import read_checkpoint, tunes_from  # noqa: E402
+from run_checks import read_checkpoint, training_fixture, tunes_from  # noqa: E402
 from tensorflow.core.util import event_pb2  # noqa: E402
 
 import musicgen.training.train as train_module  # noqa: E402
@@ -58,7 +58,7 @@ def tunes() -> list[Tune]:
     return tunes
 
 
-@pytest.fixture(scope="module")
+@training_fixture(scope="module")
 def trained(tunes, tmp_path_factory):
     """One tiny run of STEPS steps: (result, run_dir, log messages)."""
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"

@@ -253,6 +253,7 @@ def test_cli_trains_a_transformer_and_draws_its_attention(tmp_path):
     assert 0 < result["likelihood"]["bits_per_char"] < 10
 
 
+@pytest.mark.slow
 def test_cli_refuses_attention_maps_for_an_lstm(tmp_path):
     runner = CliRunner()
     run_dir = tmp_path / "run"
