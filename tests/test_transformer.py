@@ -26,7 +26,7 @@ from musicgen.data.vocab import BOS, Vocabulary  # noqa: E402
 from musicgen.errors import MusicgenError  # noqa: E402
 from musicgen.generation.attention import write_attention_maps  # noqa: E402
 from musicgen.generation.generate import Generator  # noqa: E402
-from musicgen.models import build_model, transformer  # noqa: E402
+from musicgen.models import build_model  # noqa: E402
 from musicgen.music.abc import read_text_file, split_tunebook  # noqa: E402
 from musicgen.runs.checkpoint import load_for_inference  # noqa: E402
 from musicgen.runs.metrics import read_metrics  # noqa: E402
@@ -108,14 +108,21 @@ def test_sliding_window_steps_equal_sequence_scoring():
     )
 
 
-def test_a_cache_in_chunks_steps_like_the_full_pass(monkeypatch):
-    # The default context is cached in 4 chunks, one XLA program each; the tiny one in 3 here.
-    monkeypatch.setattr(transformer, "CACHE_CHUNK", 4)
+def test_steps_compiled_with_xla_equal_the_full_pass():
+    # Generation runs the steps inside one XLA program, where the cache is written in place.
     model = tiny_model()
-    assert model.chunks == 3
     ids = random_ids(2, 2 * TINY.context + 5, seed=2)
+
+    @tf.function(jit_compile=True)
+    def compiled_steps(ids):
+        state, logits = model.initial_state(2), []
+        for t in range(ids.shape[1]):
+            step_logits, state = model.step(ids[:, t], state)
+            logits.append(step_logits)
+        return tf.stack(logits, axis=1)
+
     np.testing.assert_allclose(
-        stepwise_logits(model, ids), model.sequence_logits(ids).numpy(), atol=1e-4
+        compiled_steps(ids).numpy(), model.sequence_logits(ids).numpy(), atol=1e-4
     )
 
 

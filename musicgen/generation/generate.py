@@ -115,7 +115,10 @@ class Generator:
         self.vocab = vocab
         if not model.built:
             model(tf.constant([[BOS]], tf.int32))  # creates the weights outside any tf.function
-        self.sampler = Sampler(lambda token_ids, state, index: model.step(token_ids, state))
+        self.sampler = Sampler(
+            lambda token_ids, state, index: model.step(token_ids, state),
+            jit_compile=getattr(model, "xla_decode", False),
+        )
         self._prime = tf.function(
             self._prime_state, input_signature=[tf.TensorSpec([None, None], tf.int32)]
         )

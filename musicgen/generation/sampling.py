@@ -8,6 +8,12 @@ Transformer with a key/value cache) fits.
 Every setting reaches the loop as a tensor and the batch dimension of the input signature is
 unknown, so one trace serves every call: other temperature, top-k, top-p, seed, length or number of
 tunes.
+
+`jit_compile=True` compiles the whole loop with XLA (one program per number of tunes, compiled on
+the first call with it): the Transformer's step is many small kernels and a cache write, which XLA
+fuses and writes in place. The tokens then go into a fixed buffer of MAX_CHUNK_STEPS columns (XLA
+needs static shapes) and the per-step seed is `xla_step_seed`'s (XLA's stateless categorical takes
+no int64 seed), so a seed draws other tokens than without XLA, as reproducibly.
 """
 
 from __future__ import annotations
@@ -73,7 +79,7 @@ def top_k_top_p_filter(logits: tf.Tensor, top_k: tf.Tensor, top_p: tf.Tensor) ->
     vocab_size = tf.shape(logits)[-1]
     sorted_logits = tf.sort(logits, axis=-1, direction="DESCENDING")  # (batch, vocab)
     k = tf.where(top_k > 0, tf.minimum(top_k, vocab_size), vocab_size)
-    kth_largest = sorted_logits[:, k - 1 : k]  # (batch, 1)
+    kth_largest = tf.gather(sorted_logits, [k - 1], axis=1)  # (batch, 1); XLA takes a gather
     sorted_logits = tf.where(sorted_logits < kth_largest, neg_inf, sorted_logits)
     probs = tf.nn.softmax(sorted_logits, axis=-1)
     # A token is in the nucleus while the mass of the tokens before it is still short of top_p, so
@@ -127,6 +133,14 @@ def step_seed(random_seed: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     return tf.stack([tf.cast(random_seed, tf.int64), tf.cast(index, tf.int64)])
 
 
+def xla_step_seed(random_seed: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """The stateless seed for step `index` inside XLA: int32 (2,). XLA's stateless categorical
+    takes no int64 seed, so the 64-bit seed is split into its two 32-bit halves and the index
+    folded in: every 64-bit seed keeps a stream of its own."""
+    halves = tf.bitcast(tf.cast(random_seed, tf.int64), tf.int32)  # (2,)
+    return tf.random.experimental.stateless_fold_in(halves, tf.cast(index, tf.int32))
+
+
 def sample_tokens(logits: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Draws one token per row of `logits` (batch, vocab) with a stateless seed (2,) -> (batch,).
 
@@ -160,13 +174,20 @@ class Sampler:
             vocab). The state is any nest of tensors whose first dimension is the batch and whose
             shapes do not change from step to step.
         forbidden_ids: ids never sampled (PAD, BOS and UNK by default).
+        jit_compile: compile the loop with XLA (see the module's text).
 
     The loop is one `tf.function`, traced on the first call and reused for every later call whose
     state has the same structure, dtypes and non-batch shapes.
     """
 
-    def __init__(self, next_fn: NextFn, forbidden_ids: Sequence[int] = FORBIDDEN_IDS):
+    def __init__(
+        self,
+        next_fn: NextFn,
+        forbidden_ids: Sequence[int] = FORBIDDEN_IDS,
+        jit_compile: bool = False,
+    ):
         self.next_fn = next_fn
+        self.jit_compile = bool(jit_compile)
         self.forbidden_ids = tuple(int(i) for i in forbidden_ids)
         self._decode: Any = None  # the tf.function, built on first call from the state's structure
 
@@ -232,6 +253,7 @@ class Sampler:
                 tf.constant(steps, tf.int32), *settings,
             )  # fmt: skip
             taken = int(taken)
+            tokens = tokens[:, :taken]  # the XLA loop returns its whole buffer
             pieces.append(tokens)
             index += taken
             if taken < steps:  # every row has ended
@@ -260,7 +282,9 @@ class Sampler:
             tf.TensorSpec([None], tf.bool),
             *scalars,
         ]
-        return tf.function(self._decode_loop, input_signature=signature)
+        return tf.function(
+            self._decode_loop, input_signature=signature, jit_compile=self.jit_compile
+        )
 
     def _decode_loop(self, state, last_tokens, done, start, steps, temperature, top_k, top_p, seed):
         """Up to `steps` steps from step `start`; stops early once every row is done.
@@ -275,18 +299,31 @@ class Sampler:
         def not_finished(index, tokens, state, done, written):
             return tf.logical_and(index < end, tf.logical_not(tf.reduce_all(done)))
 
+        seed_for = xla_step_seed if self.jit_compile else step_seed
+
+        def record(written, index, sampled):
+            if self.jit_compile:  # a fixed buffer (XLA needs static shapes), column index - start
+                at = tf.stack([tf.range(batch_size), tf.fill([batch_size], index - start)], axis=1)
+                return tf.tensor_scatter_nd_update(written, at, sampled)
+            return written.write(index - start, sampled)
+
         def step(index, tokens, state, done, written):
             logits, state = self.next_fn(tokens, state, index)  # (batch, vocab)
             logits = next_token_logits(logits, temperature, top_k, top_p, self.forbidden_ids)
-            sampled = sample_tokens(logits, step_seed(seed, index))  # (batch,)
-            sampled = tf.where(done, pad, sampled)
+            sampled = sample_tokens(logits, seed_for(seed, index))  # (batch,)
+            sampled = tf.ensure_shape(tf.where(done, pad, sampled), last_tokens.shape)
             done = tf.logical_or(done, tf.equal(sampled, EOS))
-            return index + 1, sampled, state, done, written.write(index - start, sampled)
+            return index + 1, sampled, state, done, record(written, index, sampled)
 
-        written = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
+        if self.jit_compile:
+            written = tf.fill([batch_size, MAX_CHUNK_STEPS], PAD)
+        else:
+            written = tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None])
         begin = (start, last_tokens, state, done, written)
         index, _, state, done, written = tf.while_loop(not_finished, step, begin)
         taken = index - start
+        if self.jit_compile:
+            return written, state, done, taken
         # (batch, taken); a list with no elements cannot be stacked while the batch size is unknown.
         tokens = tf.cond(
             taken > 0,

@@ -12,21 +12,20 @@
 M is the causal mask: 0 where a character may look (itself and earlier ones), -inf elsewhere.
 
 Generation keeps a key/value cache: every layer's K and V for the characters read so far, in
-tensors preallocated for `context` positions and split into chunks of CACHE_CHUNK columns. Each
-step writes one column at the step's position and attends over the cache, so a new character
-costs the same whatever came before it. When the cache is full the model slides its window: it
-re-reads the last `context // 2` characters from position 0, as training windows start anywhere
-in a tune at position 0, and carries on from there.
+tensors preallocated for `context` positions. Each step writes one column at the step's position
+and attends over the cache, so a new character costs the same whatever came before it. When the
+cache is full the model slides its window: it re-reads the last `context // 2` characters from
+position 0, as training windows start anywhere in a tune at position 0, and carries on from there.
 
-Why chunks and XLA: outside XLA, TensorFlow runs a step as some 200 small kernels (most of the
-time at one tune) and writes a column by copying the whole cache (most of the time at 32 tunes:
-50 MB a step at the default sizes). One XLA program per chunk fuses the step into a few kernels
-and copies only the chunk it writes; the other chunks pass through untouched.
+Why XLA: outside XLA, TensorFlow runs a step as some 200 small kernels (most of the time at one
+tune) and a column write copies the whole cache (most of the time at 32 tunes: 50 MB a step at the
+default sizes). The sampler compiles its whole decode loop with XLA for this model (`xla_decode`),
+which fuses a step into a few kernels and writes the cache in place: the loop carries the cache
+from step to step, so XLA reuses its buffer.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import keras
@@ -36,8 +35,6 @@ from keras import layers
 from musicgen.config import ModelConfig
 
 _MASKED = -1e9  # added to the scores of positions a character may not attend to
-CACHE_CHUNK = 64  # cache columns per chunk (when the context is a multiple of it)
-XLA_STEP = True  # compile each chunk's step with XLA (jit_compile)
 
 
 def positional_encoding(positions, d_model: int, dtype):
@@ -108,36 +105,37 @@ class CausalSelfAttention(layers.Layer):
         attended = tf.matmul(self.attention_dropout(weights, training=training), v)
         return self.output_projection(self._merge_heads(attended)), k, v, weights
 
-    def step(self, x, past, current, offset):
-        """Attention for one new character, reading the cache and writing one column of it.
+    def step(self, x, cache, position):
+        """Attention for one new character, writing its key and value into the cache.
 
         Args:
             x: (batch, d_model), already layer-normalised.
-            past: (K, V) pairs of the chunks before the current one, all columns filled; each
-                (batch, heads, chunk, d_k).
-            current: (K, V) of the chunk this character's key and value go into; columns before
-                `offset` filled.
-            offset: int32 scalar, this character's column in `current`.
+            cache: (K, V), each (batch, heads, context, d_k); columns before `position` filled.
+            position: int32 scalar, this character's column.
 
         Returns:
-            (output (batch, d_model), `current` with column `offset` written).
+            (output (batch, d_model), the cache with column `position` written).
         """
         q, k, v = (self._split_heads(f(x[:, None, :])) for f in (self.query, self.key, self.value))
-        current_k, current_v = current
-        columns = tf.range(tf.shape(current_k)[2])
-        # A select, not a scatter: XLA fuses it into one pass over the chunk.
-        written = tf.equal(columns, offset)[None, None, :, None]
-        current_k = tf.where(written, k, current_k)
-        current_v = tf.where(written, v, current_v)
-        keys = [past_k for past_k, _ in past] + [current_k]
-        values = [past_v for _, past_v in past] + [current_v]
-        scale = 1.0 / math.sqrt(self.key_dim)
-        scores = [tf.matmul(q, chunk_k, transpose_b=True) * scale for chunk_k in keys]
-        scores[-1] = tf.where(columns <= offset, scores[-1], _MASKED)  # (b, h, 1, chunk) each
-        weights = tf.split(_masked_softmax(tf.concat(scores, axis=-1)), len(keys), axis=-1)
-        attended = tf.add_n([tf.matmul(w, chunk_v) for w, chunk_v in zip(weights, values)])
+        cache_k, cache_v = (_write_column(c, new, position) for c, new in zip(cache, (k, v)))
+        # The whole cache is read, filled or not: attending over only the filled columns (in
+        # branches of a few static widths) measured slower under XLA on this CPU, which copies
+        # each slice before the product.
+        scores = tf.matmul(q, cache_k, transpose_b=True) / math.sqrt(self.key_dim)  # (b, h, 1, c)
+        filled = tf.range(tf.shape(cache_k)[2]) <= position
+        attended = tf.matmul(_masked_softmax(scores, filled), cache_v)  # (b, h, 1, d_k)
         output = self.output_projection(self._merge_heads(attended))[:, 0, :]  # (batch, d_model)
-        return output, (current_k, current_v)
+        return output, (cache_k, cache_v)
+
+
+def _write_column(cache, column, position):
+    """`cache` (batch, heads, context, d_k) with column `position` set to `column` (batch, heads,
+    1, d_k). A scatter: inside the XLA-compiled decode loop it writes the column in place."""
+    batch, heads = tf.shape(cache)[0], tf.shape(cache)[1]
+    rows = tf.broadcast_to(tf.range(batch)[:, None], [batch, heads])
+    head_ids = tf.broadcast_to(tf.range(heads)[None, :], [batch, heads])
+    at = tf.stack([rows, head_ids, tf.fill([batch, heads], position)], axis=-1)  # (b, h, 3)
+    return tf.tensor_scatter_nd_update(cache, at, column[:, :, 0, :])
 
 
 def _masked_softmax(scores, may_attend=None):
@@ -182,10 +180,10 @@ class DecoderBlock(layers.Layer):
         h = x + self.dropout(attended, training=training)
         return self.feed_forward(h, training=training), k, v, weights
 
-    def step(self, x, past, current, offset):
-        """(batch, d_model) for one character -> (same, current chunk); see CausalSelfAttention."""
-        attended, current = self.attention.step(self.attention_norm(x), past, current, offset)
-        return self.feed_forward(x + attended), current
+    def step(self, x, cache, position):
+        """(batch, d_model) for one character -> (same, cache); see CausalSelfAttention.step."""
+        attended, cache = self.attention.step(self.attention_norm(x), cache, position)
+        return self.feed_forward(x + attended), cache
 
 
 class TransformerLanguageModel(keras.Model):
@@ -194,12 +192,13 @@ class TransformerLanguageModel(keras.Model):
     Args:
         config: sizes; `config.vocab_size` must already be set, `d_model` divisible by `heads`.
 
-    The generation state is a tuple `(positions, window, chunks)`:
+    The generation state is a tuple `(positions, window, caches)`:
         positions: int32 (batch,), how many cache columns are filled (the same in every row);
         window: int32 (batch, context), the characters those columns hold, for sliding;
-        chunks: the cache, `context // chunk` chunks of `chunk` columns each; a chunk holds per
-            layer a pair (K, V), each (batch, heads, chunk, d_k).
+        caches: per layer a pair (K, V), each (batch, heads, context, d_k).
     """
+
+    xla_decode = True  # the sampler compiles its decode loop around `step` with XLA
 
     def __init__(self, config: ModelConfig, **kwargs):
         super().__init__(**kwargs)
@@ -210,13 +209,6 @@ class TransformerLanguageModel(keras.Model):
         self.config = config
         self.context = config.context
         self.slide_keep = max(1, config.context // 2)  # characters re-read when the window slides
-        self.chunk = CACHE_CHUNK if config.context % CACHE_CHUNK == 0 else config.context
-        self.chunks = config.context // self.chunk
-        # One XLA program per chunk written: a step at position p runs program p // chunk.
-        self._chunk_steps = [
-            tf.function(functools.partial(self._chunk_step, j), jit_compile=XLA_STEP)
-            for j in range(self.chunks)
-        ]
         self.embedding = layers.Embedding(config.vocab_size, config.d_model, name="embedding")
         self.embedding_dropout = layers.Dropout(config.dropout)
         self.blocks = [DecoderBlock(config, name=f"block_{i}") for i in range(config.layers)]
@@ -272,17 +264,9 @@ class TransformerLanguageModel(keras.Model):
         batch, time = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
         room = self.context - time
         padding = [[0, 0], [0, 0], [0, room], [0, 0]]  # empty columns after the window's
-        layers_kv = [(tf.pad(k, padding), tf.pad(v, padding)) for k, v, _ in per_layer]
+        caches = tuple((tf.pad(k, padding), tf.pad(v, padding)) for k, v, _ in per_layer)
         window = tf.pad(tf.cast(token_ids, tf.int32), [[0, 0], [0, room]])
-        return tf.fill([batch], time), window, self._chunked(layers_kv)
-
-    def _chunked(self, layers_kv):
-        """Per layer (K, V) of (batch, heads, context, d_k) -> the state's chunks."""
-        columns = lambda j: slice(j * self.chunk, (j + 1) * self.chunk)  # noqa: E731
-        return tuple(
-            tuple((k[:, :, columns(j)], v[:, :, columns(j)]) for k, v in layers_kv)
-            for j in range(self.chunks)
-        )
+        return tf.fill([batch], time), window, caches
 
     def initial_state(self, batch_size):
         """An empty cache: nothing read yet."""
@@ -292,43 +276,31 @@ class TransformerLanguageModel(keras.Model):
         return (
             tf.zeros([batch_size], tf.int32),
             tf.zeros([batch_size, self.context], tf.int32),
-            self._chunked([(empty, empty) for _ in self.blocks]),
+            tuple((empty, empty) for _ in self.blocks),
         )
 
     def step(self, token_ids, state):
         """One character per sequence: (batch,) ids -> (batch, vocab) logits and the next state."""
         positions, _, _ = state
-        state = tf.cond(positions[0] >= self.context, lambda: self._slide(state), lambda: state)
-        positions, window, chunks = state
-        token_ids = tf.cast(token_ids, tf.int32)
-
-        def write_chunk(j):
-            logits, new_window, current = self._chunk_steps[j](
-                token_ids, positions, window, chunks[:j], chunks[j]
-            )
-            # The chunks after j are empty and the ones before it unchanged: passed on, not copied.
-            return logits, new_window, (*chunks[:j], current, *chunks[j + 1 :])
-
-        if self.chunks == 1:
-            logits, window, chunks = write_chunk(0)
-        else:
-            branches = [functools.partial(write_chunk, j) for j in range(self.chunks)]
-            logits, window, chunks = tf.switch_case(positions[0] // self.chunk, branches)
-        return logits, (positions + 1, window, chunks)
-
-    def _chunk_step(self, j, token_ids, positions, window, past, current):
-        """The step at a position in chunk `j` (compiled with XLA): it reads the filled chunks
-        `past` and `current` and returns the logits, the window and `current` written."""
+        # A loop run once or not at all rather than a cond: XLA carries a loop's state in place,
+        # where a cond would copy the whole cache every step.
+        _, state = tf.while_loop(
+            lambda full, state: full,
+            lambda full, state: (tf.constant(False), self._slide(state)),
+            (positions[0] >= self.context, state),
+        )
+        positions, window, caches = state
         position = positions[0]
-        column = tf.equal(tf.range(self.context), position)[None, :]
-        window = tf.where(column, token_ids[:, None], window)
+        token_ids = tf.cast(token_ids, tf.int32)
+        batch = tf.shape(token_ids)[0]
+        at = tf.stack([tf.range(batch), tf.fill([batch], position)], axis=1)
+        window = tf.tensor_scatter_nd_update(window, at, token_ids)
         x = self._embed(token_ids, positions)  # (batch, d_model)
-        new_current = []
-        for layer, block in enumerate(self.blocks):
-            past_kv = [chunk[layer] for chunk in past]
-            x, layer_kv = block.step(x, past_kv, current[layer], position - j * self.chunk)
-            new_current.append(layer_kv)
-        return self.to_logits(self.final_norm(x)), window, tuple(new_current)
+        new_caches = []
+        for block, cache in zip(self.blocks, caches):
+            x, cache = block.step(x, cache, position)
+            new_caches.append(cache)
+        return self.to_logits(self.final_norm(x)), (positions + 1, window, tuple(new_caches))
 
     def _slide(self, state):
         """Re-reads the last `slide_keep` characters of a full window from position 0."""
