@@ -34,7 +34,6 @@ def generation(repeats: int, length: int) -> dict:
     from musicgen.data.corpus import load_corpus
     from musicgen.data.vocab import EOS, Vocabulary
     from musicgen.generation.generate import Generator
-    from musicgen.generation.sampling import FORBIDDEN_IDS, Sampler
     from musicgen.models import build_model
     from musicgen.models.barclock import clock_ids
 
@@ -44,7 +43,7 @@ def generation(repeats: int, length: int) -> dict:
         config = ModelConfig(vocab_size=len(vocab), bar_clock=32 if clock else 0,
                              bar_ids=clock_ids(vocab) if clock else ())  # fmt: skip
         generator = Generator(build_model(config), vocab)
-        generator.sampler = Sampler(generator.sampler.next_fn, (*FORBIDDEN_IDS, EOS))
+        generator.sampler = generator.sampler.also_forbidding(EOS)
         generators[clock] = generator
     result = {}
     for num in (1, 32):

@@ -105,13 +105,12 @@ def bundled_tunes() -> list:
 def generate_scaling(kind: str, budget: Budget, work_dir: Path) -> dict:
     from musicgen.data.vocab import EOS, Vocabulary
     from musicgen.generation.generate import Generator
-    from musicgen.generation.sampling import FORBIDDEN_IDS, Sampler
     from musicgen.models import build_model
 
     vocab = Vocabulary.from_texts(tune.text for tune in bundled_tunes())
     model = build_model(default_model_config(kind, len(vocab)))
     generator = Generator(model, vocab)
-    generator.sampler = Sampler(generator.sampler.next_fn, forbidden_ids=(*FORBIDDEN_IDS, EOS))
+    generator.sampler = generator.sampler.also_forbidding(EOS)
     result = {"params": model.count_params(), "weights": "untrained, EOS masked"}
     for num in (1, budget.gen_batch):
         # Traces the priming pass and the loop (first call) and compiles the Transformer's XLA

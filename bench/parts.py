@@ -195,13 +195,12 @@ def generate_ours(work_dir: Path, settings: Settings, same_size: bool) -> dict:
     """
     from musicgen.data.vocab import EOS
     from musicgen.generation.generate import Generator
-    from musicgen.generation.sampling import FORBIDDEN_IDS, Sampler
     from musicgen.models import build_model
 
     vocab, model_config = _our_model_config(work_dir, same_size)
     model = build_model(model_config)
     generator = Generator(model, vocab)
-    generator.sampler = Sampler(generator.sampler.next_fn, forbidden_ids=(*FORBIDDEN_IDS, EOS))
+    generator.sampler = generator.sampler.also_forbidding(EOS)
     first = _timed_generate(generator, settings, num=1, random_seed=0)  # traces prime and decode
     batch_1 = [
         _timed_generate(generator, settings, 1, seed) for seed in range(settings.gen_repeats)

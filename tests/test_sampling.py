@@ -35,7 +35,7 @@ def draw(sampler, batch, **settings):
     return result.tokens.numpy()[:, 0]
 
 
-def scripted_sampler(sequence):
+def scripted_sampler(sequence, **kwargs):
     """A sampler whose next_fn makes token `sequence[index]` all but certain at step `index`.
 
     Its state counts the next_fn calls per row, so a test can see when the loop stopped.
@@ -46,11 +46,16 @@ def scripted_sampler(sequence):
         logits = 30.0 * tf.one_hot(script[index], VOCAB_SIZE)  # (vocab,)
         return tf.tile(logits[None, :], [tf.shape(token_ids)[0], 1]), calls + 1
 
-    return Sampler(next_fn)
+    return Sampler(next_fn, **kwargs)
 
 
-def test_loop_emits_the_scripted_sequence_and_stops_at_eos():
-    sampler = scripted_sampler([5, 6, 7, EOS, 8, 9, 10, 11, 4, 4])
+# The loop compiled whole with XLA (the Transformer's) keeps every rule of the plain one.
+BOTH_LOOPS = pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+
+
+@BOTH_LOOPS
+def test_loop_emits_the_scripted_sequence_and_stops_at_eos(jit_compile):
+    sampler = scripted_sampler([5, 6, 7, EOS, 8, 9, 10, 11, 4, 4], jit_compile=jit_compile)
     result = sampler(tf.zeros([3], tf.int32), tf.fill([3], BOS), 10, random_seed=7)
     tokens = result.tokens.numpy()
     assert tokens.shape == (3, 10) and tokens.dtype == np.int32
@@ -67,14 +72,15 @@ def test_rows_without_eos_fill_max_new_tokens():
     np.testing.assert_array_equal(result.lengths.numpy(), [4, 4])
 
 
-def test_rows_stop_independently():
+@BOTH_LOOPS
+def test_rows_stop_independently(jit_compile):
     # Row 0 is told EOS at step 1, row 1 at step 3; a finished row gets PAD while the other runs on.
     script = tf.constant([[5, EOS, 6, 7], [5, 6, 7, EOS]], tf.int32)
 
     def next_fn(token_ids, state, index):
         return 30.0 * tf.one_hot(script[:, index], VOCAB_SIZE), state
 
-    result = Sampler(next_fn)(tf.zeros([2]), tf.fill([2], BOS), 6)
+    result = Sampler(next_fn, jit_compile=jit_compile)(tf.zeros([2]), tf.fill([2], BOS), 6)
     np.testing.assert_array_equal(
         result.tokens.numpy(), [[5, EOS, PAD, PAD, PAD, PAD], [5, 6, 7, EOS, PAD, PAD]]
     )
@@ -87,7 +93,8 @@ def test_zero_new_tokens():
     np.testing.assert_array_equal(result.lengths.numpy(), [0, 0])
 
 
-def test_top_k_1_is_argmax():
+@BOTH_LOOPS
+def test_top_k_1_is_argmax(jit_compile):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(64, VOCAB_SIZE)).astype(np.float32)
     rows = tf.constant(logits)
@@ -95,7 +102,8 @@ def test_top_k_1_is_argmax():
     def next_fn(token_ids, state, index):
         return rows, state
 
-    sampled = Sampler(next_fn)(tf.zeros([64]), tf.fill([64], BOS), 1, top_k=1, temperature=2.0)
+    sampler = Sampler(next_fn, jit_compile=jit_compile)
+    sampled = sampler(tf.zeros([64]), tf.fill([64], BOS), 1, top_k=1, temperature=2.0)
     expected = np.argmax(forbid_tokens(rows, [PAD, BOS, UNK]).numpy(), axis=1)
     np.testing.assert_array_equal(sampled.tokens.numpy()[:, 0], expected)
 
@@ -159,6 +167,14 @@ def test_low_temperature_is_argmax():
     assert len(set(draw(fixed_logits_sampler(logits), 2000, temperature=1.0))) > 4
 
 
+def test_also_forbidding_keeps_the_loop_and_adds_the_ids():
+    logits = np.zeros(VOCAB_SIZE, np.float32)
+    logits[[EOS, 7]] = 50.0
+    sampler = fixed_logits_sampler(logits, jit_compile=True).also_forbidding(EOS)
+    assert sampler.jit_compile and sampler.forbidden_ids == (PAD, BOS, UNK, EOS)
+    assert set(draw(sampler, 64)) == {7}
+
+
 def test_pad_bos_unk_never_sampled_even_when_largest():
     logits = np.zeros(VOCAB_SIZE, np.float32)
     logits[[PAD, BOS, UNK]] = 50.0
@@ -180,10 +196,11 @@ def test_next_token_logits_order_of_rules():
     assert set(np.flatnonzero(np.isfinite(filtered.numpy()[0]))) == {4, 5, 6}
 
 
-def test_same_seed_same_tokens_and_rows_do_not_depend_on_batch_size():
+@BOTH_LOOPS
+def test_same_seed_same_tokens_and_rows_do_not_depend_on_batch_size(jit_compile):
     logits = np.zeros(VOCAB_SIZE, np.float32)
     logits[EOS] = -5.0  # long rows
-    sampler = fixed_logits_sampler(logits)
+    sampler = fixed_logits_sampler(logits, jit_compile=jit_compile)
 
     def run(batch, seed):
         return sampler(
@@ -194,10 +211,13 @@ def test_same_seed_same_tokens_and_rows_do_not_depend_on_batch_size():
     np.testing.assert_array_equal(first, run(4, seed=11))
     np.testing.assert_array_equal(first[:2], run(2, seed=11))
     assert not np.array_equal(first, run(4, seed=12))
+    # Seeds 2^32 apart draw apart too: XLA's loop folds both halves of the 64-bit seed in.
+    assert not np.array_equal(first, run(4, seed=11 + 2**32))
 
 
-def test_traced_once_for_any_settings_and_batch_size():
-    sampler = scripted_sampler([5, 6, 7, EOS])
+@BOTH_LOOPS
+def test_traced_once_for_any_settings_and_batch_size(jit_compile):
+    sampler = scripted_sampler([5, 6, 7, EOS], jit_compile=jit_compile)
     assert sampler.tracing_count == 0
     settings = [
         dict(temperature=1.0, top_k=0, top_p=1.0, random_seed=0),

@@ -191,6 +191,12 @@ class Sampler:
         self.forbidden_ids = tuple(int(i) for i in forbidden_ids)
         self._decode: Any = None  # the tf.function, built on first call from the state's structure
 
+    def also_forbidding(self, *token_ids: int) -> Sampler:
+        """A new sampler like this one (same `next_fn`, same compilation) that never samples
+        `token_ids` either; benchmarks use it to mask EOS so every tune runs to full length."""
+        forbidden = (*self.forbidden_ids, *token_ids)
+        return Sampler(self.next_fn, forbidden_ids=forbidden, jit_compile=self.jit_compile)
+
     @property
     def tracing_count(self) -> int:
         """How many times the decode loop has been traced (0 before the first call)."""
