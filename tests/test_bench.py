@@ -173,6 +173,17 @@ def test_quick_model_comparison_reports_every_figure():
 
 
 @pytest.mark.slow
+def test_quick_decode_step_benchmark_reports_both_models():
+    report = run_quick("decode_step.py", timeout=600)
+    for num in (1, 32):
+        row = report[f"batch_{num}"]
+        for key in ("lstm_short_ms", "lstm_long_ms", "transformer_short_ms", "transformer_long_ms"):
+            assert row[key] > 0, key
+        ratio = row["transformer_long_ms"] / row["lstm_long_ms"]
+        assert row["transformer_over_lstm"] == pytest.approx(ratio, abs=0.01)
+
+
+@pytest.mark.slow
 def test_quick_large_corpus_benchmark_reports_every_figure():
     report = run_quick("large_corpus.py", timeout=600)
     sizes = [str(size) for size in report["settings"]["sizes"]]
