@@ -11,7 +11,8 @@ untimed first call (tracing, XLA compiling), in milliseconds per step:
   steps after the first 256), and `transformer_over_lstm` (issue 17's target: at most 1.5);
 - `cache_256_ms`, `cache_64_ms`: the Transformer over 60 steps (no slide) with its default
   context of 256 and with 64, a quarter of the cache to read; their difference is what reading
-  192 more cache columns costs a step;
+  192 more cache columns costs a step; `lstm_60_ms`, the LSTM over the same 60 steps (a short
+  call's fixed costs weigh more per step);
 - `slide_ms`: one slide of the window (re-reading 128 characters of every tune through the whole
   model, compiled with XLA as in the loop) divided by the 128 steps it serves.
 """
@@ -78,6 +79,7 @@ def main() -> None:
         log(f"{num} tunes ...")
         row = {f"{kind}_ms": step_ms(kind, num, steps, repeats) for kind in ("lstm", "transformer")}
         row["transformer_over_lstm"] = round(row["transformer_ms"] / row["lstm_ms"], 2)
+        row["lstm_60_ms"] = step_ms("lstm", num, 60, repeats)  # the same calls' overhead
         for context in (256, 64):
             row[f"cache_{context}_ms"] = step_ms("transformer", num, 60, repeats, context=context)
         row["slide_ms"] = slide_ms(num, repeats)
