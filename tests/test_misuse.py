@@ -200,8 +200,8 @@ from musicgen.generation.sampling import FORBIDDEN_IDS, Sampler
 from musicgen.data.vocab import EOS
 
 class Endless(Sampler):
-    def __init__(self, next_fn):
-        super().__init__(next_fn, (*FORBIDDEN_IDS, EOS))
+    def __init__(self, next_fn, **settings):
+        super().__init__(next_fn, (*FORBIDDEN_IDS, EOS), **settings)
 
 generate.Sampler = Endless
 original = generate.Generator.generate
