@@ -4,6 +4,8 @@
 - `step(token_ids, state) -> (logits, state)`: one token per sequence, (batch,) -> (batch, vocab),
 - `sequence_logits(token_ids)`: (batch, time) -> (batch, time, vocab) logits for whole sequences of
   any length, read from the start-of-tune state (for scoring tunes),
+- optionally `xla_decode = True`: the generator then has the sampler compile its whole loop around
+  `step` with XLA (the Transformer; a model without it runs in a plain compiled loop),
 
 so the sampler can run them inside one compiled loop without knowing which model it drives.
 """
